@@ -1,0 +1,102 @@
+"""The event model shared by every parser and the engine.
+
+Parsers yield :class:`Event` and :class:`ParseWarning` objects.  They fill what
+the artifact says; the engine fills provenance (``source_file``,
+``source_sha256``), resolves local times to UTC (``timestamp``, ``tz_source``),
+attributes ``host``/``instance`` where the artifact names neither, and applies
+the detection rules (``flags``).  The Arrow schema in :mod:`forensic.schema`
+mirrors these fields; it is the single source of truth for column types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+# How a UTC timestamp was obtained (contract "Time" section).
+TZ_UTC = "utc"
+TZ_ERRORLOG_ADJUSTMENT = "errorlog_utc_adjustment"
+TZ_ERRORLOG_PAIR = "errorlog_local_utc_pair"
+TZ_REGISTRY = "registry"
+TZ_CLI = "cli"
+TZ_ASSUMED_UTC = "assumed_utc"
+
+
+@dataclass(slots=True)
+class Event:
+    """One timeline row as a parser sees it.
+
+    Exactly one of ``timestamp`` (timezone-aware UTC, for sources that store
+    UTC) or ``local_time`` (naive, server local time) is normally set; state
+    rows with no time leave both ``None``.  ``local_text`` keeps the time
+    exactly as the artifact wrote it.
+    """
+
+    source: str
+    event_type: str
+    message: str
+    timestamp_desc: str = "Event Logged"
+    timestamp: datetime | None = None
+    local_time: datetime | None = None
+    local_text: str | None = None
+    event_id: int | None = None
+    host: str | None = None
+    instance: str | None = None
+    user: str | None = None
+    database: str | None = None
+    object_name: str | None = None
+    object_type: str | None = None
+    flags: list[str] = field(default_factory=list)
+    source_record: int | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    # Filled by the engine (a parser may set tz_source when it knows better,
+    # e.g. "utc" for EVTX).
+    tz_source: str | None = None
+
+
+@dataclass(slots=True)
+class ParseWarning:
+    """Something wrong with the evidence, with where it is.
+
+    ``position`` is human readable: ``line 12``, ``offset 0x1f40``,
+    ``record 7``.  ``lost_records`` counts records that could not be kept
+    because of this problem (0 for a cosmetic warning), so that every dropped
+    record is accounted for in the manifest.  ``damaged`` marks the input as
+    only partly readable (exit status 1).
+    """
+
+    message: str
+    position: str | None = None
+    lost_records: int = 0
+    damaged: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TimeAnchor:
+    """Evidence of the server's UTC offset at one local time.
+
+    ``local`` is the naive local time from which the offset is known to hold
+    (the line that said it), ``offset_minutes`` is local minus UTC.
+    """
+
+    local: datetime
+    offset_minutes: int
+    kind: str  # TZ_ERRORLOG_ADJUSTMENT, TZ_ERRORLOG_PAIR, TZ_REGISTRY
+    source_file: str = ""
+    source_record: int | None = None
+
+
+@dataclass(slots=True)
+class InputEvidence:
+    """What a cheap first pass over one input says about its instance.
+
+    Used before the full parse to attribute inputs to instances and to build
+    each instance's time context.  Every field is optional.
+    """
+
+    host: str | None = None
+    instance: str | None = None
+    anchors: list[TimeAnchor] = field(default_factory=list)
+    # Free-form facts for the manifest (e.g. trace options, version banner).
+    facts: dict[str, Any] = field(default_factory=dict)

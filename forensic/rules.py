@@ -1,0 +1,185 @@
+"""Detection rules as data.
+
+Rules live in TOML files (``forensic/rules/*.toml``, plus any directory given
+with ``--rules``).  Each ``[[rule]]`` says which events carry which flag and
+why.  A rule fires on an event when every condition it states holds:
+
+``sources``      list of ``source`` values (default: any)
+``event_ids``    list of native ids (default: any)
+``event_types``  list of ``event_type`` values (default: any)
+``[rule.where]`` field -> regular expression, all must match (``re.search``);
+                 fields are timeline columns or ``attributes.KEY``
+``[rule.unless]`` field -> regular expression; any match vetoes the rule
+
+and it then adds ``flag`` to the event and records the rule id in
+``attributes.rules``.  ``severity`` and ``why`` are for findings and reports.
+Rule loading fails loudly (a broken rule file is a usage error, not evidence).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from forensic.model import Event
+
+RULES_DIR = Path(__file__).parent / "rules"
+
+SEVERITIES = ("high", "medium", "low")
+
+FLAGS = (
+    "startup_procedure",
+    "clr_assembly_load",
+    "clr_enabled",
+    "xp_cmdshell",
+    "ole_automation",
+    "extended_procedure",
+    "sqlservr_child_process",
+    "audit_tampering",
+    "sysadmin_granted",
+)
+
+
+class RuleError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    flag: str
+    severity: str
+    why: str
+    sources: frozenset[str] | None = None
+    event_ids: frozenset[int] | None = None
+    event_types: frozenset[str] | None = None
+    where: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    unless: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    origin: str = ""
+
+    def matches(self, event: Event) -> bool:
+        if self.sources is not None and event.source not in self.sources:
+            return False
+        if self.event_ids is not None and event.event_id not in self.event_ids:
+            return False
+        if self.event_types is not None and event.event_type not in self.event_types:
+            return False
+        for name, pattern in self.where:
+            value = field_text(event, name)
+            if value is None or not pattern.search(value):
+                return False
+        for name, pattern in self.unless:
+            value = field_text(event, name)
+            if value is not None and pattern.search(value):
+                return False
+        return True
+
+
+def field_text(event: Event, name: str) -> str | None:
+    if name.startswith("attributes."):
+        value = event.attributes.get(name[len("attributes."):])
+    else:
+        value = getattr(event, name, None)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list | tuple):
+        return "\n".join(str(v) for v in value)
+    return str(value)
+
+
+def _patterns(table: dict, origin: str, rule_id: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    out = []
+    for name, regex in table.items():
+        try:
+            out.append((name, re.compile(regex)))
+        except re.error as exc:
+            raise RuleError(f"{origin}: rule {rule_id!r}: bad regex for {name!r}: {exc}") from exc
+    return tuple(out)
+
+
+def _rule_from_table(table: dict, origin: str) -> Rule:
+    try:
+        rule_id = table["id"]
+        flag = table["flag"]
+    except KeyError as exc:
+        raise RuleError(f"{origin}: a rule lacks {exc.args[0]!r}") from exc
+    severity = table.get("severity", "medium")
+    if severity not in SEVERITIES:
+        raise RuleError(f"{origin}: rule {rule_id!r}: severity must be one of {SEVERITIES}")
+    unknown = set(table) - {"id", "flag", "severity", "why", "sources", "event_ids", "event_types", "where", "unless"}
+    if unknown:
+        raise RuleError(f"{origin}: rule {rule_id!r}: unknown keys {sorted(unknown)}")
+
+    def opt(key, kind):
+        return frozenset(kind(v) for v in table[key]) if key in table else None
+
+    return Rule(
+        id=rule_id,
+        flag=flag,
+        severity=severity,
+        why=table.get("why", ""),
+        sources=opt("sources", str),
+        event_ids=opt("event_ids", int),
+        event_types=opt("event_types", str),
+        where=_patterns(table.get("where", {}), origin, rule_id),
+        unless=_patterns(table.get("unless", {}), origin, rule_id),
+        origin=origin,
+    )
+
+
+def load_rules(paths: Iterable[Path]) -> tuple[Rule, ...]:
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for path in paths:
+        files = sorted(path.glob("*.toml")) if path.is_dir() else [path]
+        for file in files:
+            try:
+                data = tomllib.loads(file.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise RuleError(f"{file}: {exc}") from exc
+            for table in data.get("rule", []):
+                rule = _rule_from_table(table, file.name)
+                if rule.id in seen:
+                    raise RuleError(f"{file}: duplicate rule id {rule.id!r}")
+                seen.add(rule.id)
+                rules.append(rule)
+    return tuple(rules)
+
+
+@cache
+def default_rules() -> tuple[Rule, ...]:
+    return load_rules([RULES_DIR])
+
+
+class RuleSet:
+    """Rules indexed by event id so that most events test only a few rules."""
+
+    def __init__(self, rules: Iterable[Rule]):
+        self.rules = tuple(rules)
+        self._by_id: dict[int, list[Rule]] = {}
+        self._any_id: list[Rule] = []
+        for rule in self.rules:
+            if rule.event_ids is None:
+                self._any_id.append(rule)
+            else:
+                for eid in rule.event_ids:
+                    self._by_id.setdefault(eid, []).append(rule)
+        self.by_rule_id = {r.id: r for r in self.rules}
+
+    def apply(self, event: Event) -> None:
+        candidates = self._by_id.get(event.event_id, ()) if event.event_id is not None else ()
+        fired: list[str] = []
+        for rule in (*candidates, *self._any_id):
+            if rule.matches(event):
+                if rule.flag not in event.flags:
+                    event.flags.append(rule.flag)
+                fired.append(rule.id)
+        if fired:
+            previous = event.attributes.get("rules") or []
+            event.attributes["rules"] = [*previous, *(r for r in fired if r not in previous)]
