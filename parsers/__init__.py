@@ -16,7 +16,7 @@ from parsers.base import SNIFF_BYTES, Parser, Source
 # module name, attribute holding the parser object
 _REGISTRY: list[tuple[str, str]] = [
     ("parsers.default_trace", "PARSER"),
-    ("parsers.evtx", "PARSER"),
+    ("parsers.eventlog", "PARSER"),
     ("parsers.errorlog", "PARSER"),
     ("parsers.sqlagent", "PARSER"),
     ("parsers.master_export", "PARSER"),

@@ -10,7 +10,10 @@ A parser is a module-level object with:
                   must still be recognised.
 ``prescan(src)``  optional cheap pass returning :class:`InputEvidence`
                   (instance names, time-zone anchors); default: nothing.
-``parse(src)``    yields :class:`Event` and :class:`ParseWarning` objects.
+``parse(src, options)``  yields :class:`Event` and :class:`ParseWarning`
+                  objects.  ``options`` is a read-only mapping of run options
+                  meant for parsers (``evtx_engine``, ``extract_assemblies``,
+                  ...); parsers ignore keys they do not know.
 
 Parsers never raise on bad evidence: damage becomes a ParseWarning naming the
 position, and parsing goes on with the next readable record.  They know
@@ -20,9 +23,9 @@ nothing about Parquet, the CLI or other formats.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from forensic.model import Event, InputEvidence, ParseWarning
 
@@ -64,4 +67,4 @@ class Parser(Protocol):
 
     def prescan(self, src: Source) -> InputEvidence: ...
 
-    def parse(self, src: Source) -> Iterator[Event | ParseWarning]: ...
+    def parse(self, src: Source, options: Mapping[str, Any] | None = None) -> Iterator[Event | ParseWarning]: ...
