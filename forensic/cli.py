@@ -1,0 +1,169 @@
+"""Command line: ``mssql-forensic timeline`` and ``mssql-forensic findings``.
+
+Exit status (contract): 0 every recognised input parsed completely; 1 the
+timeline was written but some input was damaged or partly readable; 2 usage
+error, and then nothing is written.  Bad evidence never produces a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from forensic import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Offline forensic timeline and persistence findings for SQL Server evidence.")
+
+err_console = Console(stderr=True, highlight=False)
+
+
+class OutFormat(str, Enum):
+    parquet = "parquet"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class EvtxEngine(str, Enum):
+    auto = "auto"
+    rust = "rust"
+    python = "python"
+
+
+def usage_error(message: str) -> typer.Exit:
+    err_console.print(f"mssql-forensic: error: {message}", markup=False)
+    return typer.Exit(2)
+
+
+def _inside(child: str, parent: str) -> bool:
+    child, parent = os.path.realpath(child), os.path.realpath(parent)
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def _check_output(output: str, paths: list[str], force: bool) -> None:
+    out = os.path.abspath(output)
+    if os.path.isdir(out):
+        raise usage_error(f"output {output!r} is a folder; give a file name")
+    parent = os.path.dirname(out)
+    if not force:
+        for p in paths:
+            if os.path.isdir(p) and _inside(parent, p):
+                raise usage_error(f"output {output!r} is inside the evidence path {p!r}; "
+                                  "nothing may be written next to evidence (use --force to override)")
+            if os.path.isfile(p) and os.path.realpath(p) in (os.path.realpath(out),
+                                                              os.path.realpath(out + ".manifest.json")):
+                raise usage_error(f"output {output!r} would overwrite the evidence file {p!r}")
+    if not os.path.isdir(parent):
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise usage_error(f"cannot create output folder {parent!r}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise usage_error(f"output folder {parent!r} is not writable")
+
+
+@app.command()
+def timeline(
+    paths: Annotated[list[str], typer.Argument(help="Evidence files and folders (folders are read recursively).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Timeline file to write.")],
+    fmt: Annotated[OutFormat | None, typer.Option("--format", help="Output format (default: from OUT's extension, else parquet).")] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="Zone for local-time artifacts when the evidence gives none: IANA name or offset like -05:00.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Parallel parse processes (default: number of CPUs).")] = None,
+    evtx_engine: Annotated[EvtxEngine, typer.Option("--evtx-engine", help="EVTX library: rust (evtx), python (python-evtx) or auto.")] = EvtxEngine.auto,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    rules: Annotated[list[str] | None, typer.Option("--rules", help="Extra detection rule file or folder (TOML); repeatable.")] = None,
+    extract_assemblies: Annotated[str | None, typer.Option("--extract-assemblies", help="Write CLR assembly bytes found in exports to this folder as <sha256>.dll.")] = None,
+    csv_bom: Annotated[bool, typer.Option("--csv-bom", help="Start CSV output with a UTF-8 BOM (for Excel).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Allow writing the output inside an evidence folder.")] = False,
+) -> None:
+    """Read every SQL Server artifact under PATHS and write one UTC timeline."""
+    from forensic.report import print_summary
+    from forensic.rules import RuleError, load_rules
+    from forensic.timeline import RunOptions, run_timeline
+    from forensic.timezones import parse_cli_zone
+    from forensic.writers import format_for
+
+    missing = [p for p in paths if not os.path.lexists(p)]
+    if missing:
+        raise usage_error("no such file or folder: " + ", ".join(repr(p) for p in missing))
+    cli_zone = None
+    if tz is not None:
+        try:
+            cli_zone = parse_cli_zone(tz)
+        except ValueError as exc:
+            raise usage_error(str(exc)) from None
+    if rules:
+        try:
+            load_rules([Path(r) for r in rules])
+        except (RuleError, OSError) as exc:
+            raise usage_error(f"bad rules: {exc}") from None
+    _check_output(output, paths, force)
+    if extract_assemblies:
+        for p in paths:
+            if os.path.isdir(p) and _inside(extract_assemblies, p) and not force:
+                raise usage_error("--extract-assemblies folder is inside an evidence path")
+        try:
+            os.makedirs(extract_assemblies, exist_ok=True)
+        except OSError as exc:
+            raise usage_error(f"cannot create {extract_assemblies!r}: {exc.strerror or exc}") from None
+
+    fmt_name = format_for(output, fmt.value if fmt else None)
+    parser_options = {"evtx_engine": evtx_engine.value}
+    if extract_assemblies:
+        parser_options["extract_assemblies"] = os.path.abspath(extract_assemblies)
+    opts = RunOptions(paths=list(paths), output=output, fmt=fmt_name, cli_zone=cli_zone, cli_zone_text=tz,
+                      workers=workers or os.cpu_count() or 1, parser_options=parser_options,
+                      rule_paths=[os.path.abspath(r) for r in (rules or [])], csv_bom=csv_bom)
+    from forensic.progress import run_with_progress
+    try:
+        result = run_with_progress(opts, run_timeline, quiet=quiet, console=err_console)
+    except KeyboardInterrupt:
+        err_console.print("mssql-forensic: interrupted; no timeline written", markup=False)
+        raise typer.Exit(130) from None
+    if not quiet:
+        print_summary(result, err_console)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def findings(
+    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet, JSONL or CSV).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array on stdout.")] = False,
+) -> None:
+    """Group the flagged events of a timeline into findings, most severe first."""
+    from forensic.findings import FindingsError, build_findings, findings_table
+
+    if not os.path.isfile(timeline_path):
+        raise usage_error(f"no such timeline file: {timeline_path!r}")
+    try:
+        result = build_findings(timeline_path)
+    except FindingsError as exc:
+        raise usage_error(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps([f.to_json() for f in result], indent=2, ensure_ascii=False) + "\n")
+    else:
+        Console(highlight=False).print(findings_table(result))
+
+
+@app.command()
+def version() -> None:
+    """Print the tool version."""
+    print(f"mssql-forensic {__version__}")
+
+
+def main() -> None:
+    try:
+        app(prog_name="mssql-forensic")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Findings: the flagged events of a timeline grouped by what they are about.
+
+One finding per suspicious object or behaviour per instance (a startup
+procedure, a user assembly, xp_cmdshell use, ...), with every event from
+every source that speaks of it.  Severity is the highest severity of the
+rules that fired on its events, raised to high for combinations that are
+damning together (a startup procedure that was also launched; xp_cmdshell
+enabled and then used).  The timeline is read batch by batch and only flagged
+rows are kept, so memory follows the number of flagged events.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from rich.table import Table
+from rich.text import Text
+
+from forensic.rules import default_rules
+
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
+
+# Which flag defines the finding's subject, in order of precedence.
+SUBJECT_FLAGS = ("startup_procedure", "clr_assembly_load", "extended_procedure", "xp_cmdshell",
+                 "ole_automation", "sqlservr_child_process", "sysadmin_granted", "audit_tampering",
+                 "clr_enabled")
+
+TITLES = {
+    "startup_procedure": "Startup procedure {obj}",
+    "clr_assembly_load": "User CLR assembly {obj}",
+    "extended_procedure": "Extended stored procedure DLL {obj}",
+    "xp_cmdshell": "xp_cmdshell enabled or used",
+    "ole_automation": "OLE automation enabled or used",
+    "sqlservr_child_process": "Processes started by sqlservr.exe",
+    "sysadmin_granted": "sysadmin granted to {obj}",
+    "audit_tampering": "Audit tampering",
+    "clr_enabled": "CLR security weakened",
+}
+
+# Behaviours are one finding per instance; objects one per object name.
+PER_OBJECT = {"startup_procedure", "clr_assembly_load", "extended_procedure", "sysadmin_granted"}
+
+
+class FindingsError(ValueError):
+    pass
+
+
+@dataclass
+class Finding:
+    title: str
+    severity: str
+    flags: list[str]
+    object_name: str | None
+    host: str | None
+    instance: str | None
+    first_seen: str | None = None
+    last_seen: str | None = None
+    sources: list[str] = field(default_factory=list)
+    event_count: int = 0
+    why: list[str] = field(default_factory=list)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "title": self.title, "severity": self.severity, "flags": self.flags,
+            "object_name": self.object_name, "host": self.host, "instance": self.instance,
+            "first_seen": self.first_seen, "last_seen": self.last_seen, "sources": self.sources,
+            "event_count": self.event_count, "why": self.why, "evidence": self.evidence,
+        }
+
+
+def norm_object(name: str | None) -> str | None:
+    """SQL Server object names compare case-, bracket- and schema-insensitively."""
+    if not name:
+        return None
+    parts = re.findall(r"\[((?:[^\]]|\]\])*)\]|([^.\[\]]+)", name.strip())
+    names = [(a or b).strip() for a, b in parts if (a or b).strip()]
+    return (names[-1] if names else name.strip()).lower()
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat().replace("+00:00", "Z") if ts is not None else None
+
+
+def iter_flagged_rows(path: str) -> Iterator[dict[str, Any]]:
+    columns = ["timestamp", "message", "source", "event_type", "host", "instance", "user", "database",
+               "object_name", "object_type", "flags", "source_file", "source_record", "attributes"]
+    if path.lower().endswith((".jsonl", ".ndjson", ".json")):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if row.get("flags"):
+                    ts = row.get("timestamp")
+                    row["timestamp"] = datetime.fromisoformat(ts.replace("Z", "+00:00")) if ts else None
+                    yield row
+        return
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FindingsError(f"{path}: not a timeline Parquet file ({exc})") from None
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise FindingsError(f"{path}: not a mssql-forensic timeline (missing columns {missing})")
+    for batch in pf.iter_batches(columns=columns, batch_size=50_000):
+        mask = pc.greater(pc.list_value_length(batch.column("flags")), 0)
+        flagged = batch.filter(pc.fill_null(mask, False))
+        yield from flagged.to_pylist()
+
+
+def build_findings(path: str) -> list[Finding]:
+    rules = {r.id: r for r in default_rules()}
+    groups: dict[tuple, Finding] = {}
+    for row in iter_flagged_rows(path):
+        flags = list(row["flags"])
+        subject = next((f for f in SUBJECT_FLAGS if f in flags), flags[0])
+        attrs = row["attributes"]
+        attrs = json.loads(attrs) if isinstance(attrs, str) and attrs else (attrs or {})
+        obj = row["object_name"] if subject in PER_OBJECT else None
+        if subject == "clr_assembly_load" and not obj:
+            obj = row.get("database") and f"{row['database']} (database)"
+        key = ((row["host"] or "").upper(), (row["instance"] or "").upper(), subject, norm_object(obj))
+        finding = groups.get(key)
+        if finding is None:
+            finding = groups[key] = Finding(
+                title=TITLES.get(subject, subject).format(obj=obj or "?"), severity="low", flags=[],
+                object_name=obj, host=row["host"], instance=row["instance"])
+        finding.event_count += 1
+        for f in flags:
+            if f not in finding.flags:
+                finding.flags.append(f)
+        if row["source"] not in finding.sources:
+            finding.sources.append(row["source"])
+        for rule_id in attrs.get("rules", []):
+            rule = rules.get(rule_id)
+            if rule is None:
+                continue
+            if SEVERITY_RANK[rule.severity] < SEVERITY_RANK[finding.severity]:
+                finding.severity = rule.severity
+            if rule.why and rule.why not in finding.why:
+                finding.why.append(rule.why)
+        ts = _iso(row["timestamp"])
+        if ts is not None:
+            finding.first_seen = ts if finding.first_seen is None or ts < finding.first_seen else finding.first_seen
+            finding.last_seen = ts if finding.last_seen is None or ts > finding.last_seen else finding.last_seen
+        finding.evidence.append({"timestamp": ts, "source": row["source"], "source_file": row["source_file"],
+                                 "source_record": row["source_record"],
+                                 "message": (row["message"] or "").split("\n", 1)[0]})
+    out = list(groups.values())
+    for f in out:
+        f.evidence.sort(key=lambda e: (e["timestamp"] is None, e["timestamp"] or "", e["source_file"],
+                                       e["source_record"] or 0))
+    out.sort(key=lambda f: (SEVERITY_RANK[f.severity], f.first_seen is None, f.first_seen or "", f.title))
+    return out
+
+
+def findings_table(findings: list[Finding]) -> Table:
+    table = Table(title=f"{len(findings)} finding(s)", title_justify="left", show_lines=True)
+    for col in ("severity", "finding", "host\\instance", "first seen (UTC)", "last seen (UTC)", "sources", "events"):
+        table.add_column(col)
+    style = {"high": "bold red", "medium": "yellow", "low": "cyan"}
+    for f in findings:
+        why = ("\n" + f.why[0]) if f.why else ""
+        table.add_row(Text(f.severity, style=style[f.severity]), Text(f.title + why),
+                      Text(f"{f.host or '?'}\\{f.instance or '?'}"), Text(f.first_seen or "-"),
+                      Text(f.last_seen or "-"), Text(", ".join(f.sources)), str(f.event_count))
+    return table

@@ -1,0 +1,189 @@
+"""External sort of the timeline with flat memory.
+
+Workers write *sorted runs* (Arrow IPC files of at most ``RUN_ROWS`` rows),
+one or more per input.  :func:`merge_runs` merges them into one sorted stream
+of record batches, holding only a small buffer per run: at each step it takes
+from every buffer the rows not after the smallest "last buffered key" of the
+runs that still have data on disk (every row up to that bound is final),
+sorts those few rows with Arrow and emits them.  More than ``MAX_FANIN`` runs
+are merged in rounds through intermediate run files.
+
+Order (contract): ``timestamp`` ascending with nulls last, then
+``source_file``, then ``source_record`` (nulls last).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from forensic.schema import TIMELINE_SCHEMA
+
+RUN_ROWS = 100_000
+MAX_FANIN = 64
+MERGE_BUFFER_ROWS = 200_000  # spread over the runs being merged
+_TS_MAX = 2**63 - 1
+
+
+def sort_table(table: pa.Table) -> pa.Table:
+    if table.num_rows <= 1:
+        return table
+    idx = pc.sort_indices(table, options=pc.SortOptions(sort_keys=[
+        ("timestamp", "ascending", "at_end"), ("source_file", "ascending", "at_end"),
+        ("source_record", "ascending", "at_end")]))
+    return table.take(idx)
+
+
+def write_run(table: pa.Table, folder: str) -> str:
+    path = os.path.join(folder, f"run-{uuid.uuid4().hex}.arrow")
+    with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, TIMELINE_SCHEMA) as writer:
+        for batch in table.to_batches(max_chunksize=20_000):
+            writer.write_batch(batch)
+    return path
+
+
+class SortedRunWriter:
+    """Accumulates batches of one input and spills sorted runs to ``folder``."""
+
+    def __init__(self, folder: str, run_rows: int = RUN_ROWS):
+        self.folder = folder
+        self.run_rows = run_rows
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_rows = 0
+        self.paths: list[str] = []
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self.pending_rows >= self.run_rows:
+            self.spill()
+
+    def spill(self) -> None:
+        if not self.pending_rows:
+            return
+        table = sort_table(pa.Table.from_batches(self.pending, schema=TIMELINE_SCHEMA))
+        self.paths.append(write_run(table, self.folder))
+        self.pending, self.pending_rows = [], 0
+
+    def close(self) -> list[str]:
+        self.spill()
+        return self.paths
+
+
+def _ts_ints(table: pa.Table) -> pa.Array:
+    ts = pc.cast(table.column("timestamp"), pa.int64())
+    return pc.fill_null(ts, _TS_MAX)
+
+
+class _RunCursor:
+    def __init__(self, path: str, batch_rows: int):
+        self.path = path
+        self._file = pa.memory_map(path, "r")
+        self._reader = ipc.open_file(self._file)
+        self._next = 0
+        self.batch_rows = batch_rows
+        self.buffer: pa.Table = TIMELINE_SCHEMA.empty_table()
+        self.exhausted = False
+        self.fill()
+
+    def fill(self) -> None:
+        batches = []
+        rows = self.buffer.num_rows
+        while rows < self.batch_rows and self._next < self._reader.num_record_batches:
+            b = self._reader.get_batch(self._next)
+            self._next += 1
+            batches.append(b)
+            rows += b.num_rows
+        if batches:
+            self.buffer = pa.concat_tables([self.buffer, pa.Table.from_batches(batches, schema=TIMELINE_SCHEMA)])
+        if self._next >= self._reader.num_record_batches:
+            self.exhausted = True
+
+    def last_key(self) -> tuple[int, str, int]:
+        last = self.buffer.slice(self.buffer.num_rows - 1, 1)
+        ts = _ts_ints(last)[0].as_py()
+        rec = last.column("source_record")[0].as_py()
+        return ts, last.column("source_file")[0].as_py(), _TS_MAX if rec is None else rec
+
+    def take_upto(self, bound: tuple[int, str, int] | None) -> pa.Table:
+        if bound is None:
+            out, self.buffer = self.buffer, TIMELINE_SCHEMA.empty_table()
+            return out
+        ts = _ts_ints(self.buffer)
+        b_ts, b_file, b_rec = bound
+        # Rows sorted by (ts, file, rec): count those <= bound.
+        before = pc.less(ts, b_ts)
+        equal = pc.equal(ts, b_ts)
+        files = self.buffer.column("source_file")
+        recs = pc.fill_null(self.buffer.column("source_record"), _TS_MAX)
+        tie = pc.or_(pc.less(files, b_file),
+                     pc.and_(pc.equal(files, b_file), pc.less_equal(recs, b_rec)))
+        keep = pc.or_(before, pc.and_(equal, tie))
+        n = pc.sum(pc.cast(keep, pa.int64())).as_py() or 0
+        out = self.buffer.slice(0, n)
+        self.buffer = self.buffer.slice(n)
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _merge_once(paths: list[str]) -> Iterator[pa.RecordBatch]:
+    per_run = max(1_000, MERGE_BUFFER_ROWS // max(1, len(paths)))
+    cursors = [_RunCursor(p, per_run) for p in paths]
+    try:
+        while True:
+            live = [c for c in cursors if c.buffer.num_rows]
+            if not live:
+                break
+            pending = [c for c in live if not c.exhausted]
+            bound = min((c.last_key() for c in pending), default=None)
+            parts = [c.take_upto(bound) for c in live]
+            parts = [p for p in parts if p.num_rows]
+            if parts:
+                merged = sort_table(pa.concat_tables(parts))
+                yield from merged.combine_chunks().to_batches(max_chunksize=50_000)
+            for c in cursors:
+                if not c.exhausted and c.buffer.num_rows < per_run:
+                    c.fill()
+    finally:
+        for c in cursors:
+            c.close()
+
+
+def merge_runs(paths: list[str], scratch: str) -> Iterator[pa.RecordBatch]:
+    """All rows of ``paths`` in timeline order, as record batches."""
+    paths = list(paths)
+    while len(paths) > MAX_FANIN:
+        next_round = []
+        for i in range(0, len(paths), MAX_FANIN):
+            group = paths[i:i + MAX_FANIN]
+            out = os.path.join(scratch, f"merge-{uuid.uuid4().hex}.arrow")
+            with pa.OSFile(out, "wb") as sink, ipc.new_file(sink, TIMELINE_SCHEMA) as writer:
+                for batch in _merge_once(group):
+                    writer.write_batch(batch)
+            for p in group:
+                _remove(p)
+            next_round.append(out)
+        paths = next_round
+    if paths:
+        yield from _merge_once(paths)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def iter_table_batches(tables: Iterable[pa.Table]) -> Iterator[pa.RecordBatch]:
+    for t in tables:
+        yield from t.to_batches()

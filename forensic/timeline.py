@@ -1,0 +1,227 @@
+"""``timeline``: evidence folders in, one sorted timeline and a manifest out.
+
+Phases: discover -> first pass (hash, instance and time evidence) ->
+attribute inputs to instances and build their time contexts -> parse every
+input in parallel into sorted runs -> merge the runs into the output ->
+manifest.  Nothing is ever written next to the evidence; scratch files live
+in a hidden folder beside the output and are removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from datetime import tzinfo as TzInfo
+from typing import Any
+
+from forensic import __version__
+from forensic.correlate import cycle_bursts
+from forensic.discovery import DiscoveryResult, InputFile, discover
+from forensic.executors import TaskFailed, make_executor
+from forensic.instances import InstanceDirectory, build_directory
+from forensic.manifest import write_manifest
+from forensic.model import InputEvidence
+from forensic.pipeline import (
+    InputReport,
+    ParseTask,
+    PrescanResult,
+    PrescanTask,
+    run_parse_task,
+    run_prescan_task,
+)
+from forensic.sorting import merge_runs
+from forensic.timezones import zone_label
+from forensic.writers import TimelineWriter
+
+
+@dataclass
+class RunOptions:
+    paths: list[str]
+    output: str
+    fmt: str
+    cli_zone: TzInfo | None = None
+    cli_zone_text: str | None = None
+    workers: int = 1
+    parser_options: dict[str, Any] = field(default_factory=dict)
+    rule_paths: list[str] = field(default_factory=list)
+    csv_bom: bool = False
+    command_line: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    rows: int
+    discovery: DiscoveryResult
+    reports: dict[str, InputReport]
+    prescan: dict[str, PrescanResult]
+    directory: InstanceDirectory
+    manifest_path: str
+    manifest: dict[str, Any]
+
+
+ProgressHook = Callable[[str, InputFile | None, int], None]  # (phase, input, bytes)
+
+
+def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunResult:
+    started = datetime.now(UTC)
+    hook = progress or (lambda phase, item, n: None)
+    found = discover(opts.paths)
+    hook("discovered", None, sum(i.size for i in found.inputs))
+
+    executor = make_executor(opts.workers)
+    try:
+        prescan: dict[str, PrescanResult] = {}
+        tasks = [PrescanTask(i.path, i.display_path, i.size, i.parser_name) for i in found.inputs + found.skipped]
+        for task, result in executor.map_unordered(run_prescan_task, tasks):
+            if isinstance(result, TaskFailed):
+                result = PrescanResult(task.path, None, None, str(result))
+            prescan[task.path] = result
+        evidence: dict[str, InputEvidence] = {p: r.evidence for p, r in prescan.items() if r.evidence is not None}
+        directory = build_directory(found.inputs, evidence, opts.cli_zone)
+        bursts = cycle_bursts(directory, evidence)
+
+        out_dir = os.path.dirname(os.path.abspath(opts.output))
+        scratch = tempfile.mkdtemp(prefix=".mssql-forensic-", dir=out_dir)
+        reports: dict[str, InputReport] = {}
+        writer: TimelineWriter | None = None
+        try:
+            parse_tasks = []
+            for item in found.inputs:
+                pre = prescan[item.path]
+                if pre.sha256 is None:  # unreadable since discovery
+                    rep = InputReport(item.path, item.display_path, item.parser_name or "")
+                    rep.damaged = True
+                    rep.errors.append(pre.error or "cannot read")
+                    reports[item.path] = rep
+                    continue
+                att = directory.attributions[item.path]
+                parse_tasks.append(ParseTask(
+                    path=item.path, display_path=item.display_path, root=item.root, size=item.size,
+                    sha256=pre.sha256, parser_name=item.parser_name or "", host=att.host,
+                    instance=att.instance, time_context=directory.contexts[att.group],
+                    options=dict(opts.parser_options), rule_paths=list(opts.rule_paths),
+                    annotations={"cycle_burst": bursts[att.group]} if att.group in bursts else {},
+                    spill_dir=scratch))
+            # Big inputs first: better load balance across workers.
+            parse_tasks.sort(key=lambda t: -t.size)
+            by_path = {i.path: i for i in found.inputs}
+            for task, result in executor.map_unordered(run_parse_task, parse_tasks):
+                if isinstance(result, TaskFailed):
+                    rep = InputReport(task.path, task.display_path, task.parser_name)
+                    rep.damaged = True
+                    rep.errors.append(str(result))
+                    result = rep
+                reports[task.path] = result
+                hook("parsed", by_path[task.path], by_path[task.path].size)
+            runs = [r for rep in reports.values() for r in rep.runs]
+            writer = TimelineWriter(opts.output, opts.fmt, csv_bom=opts.csv_bom)
+            hook("merging", None, 0)
+            writer.write_all(merge_runs(runs, scratch))
+            writer.close()
+            rows = writer.rows
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        executor.close()
+
+    exit_code = 1 if (any(r.damaged for r in reports.values())
+                      or any("cannot" in msg for _p, msg in found.problems)) else 0
+    finished = datetime.now(UTC)
+    manifest_path = opts.output + ".manifest.json"
+    manifest = build_manifest(opts, found, prescan, directory, reports, rows, exit_code, started, finished, bursts)
+    write_manifest(manifest_path, manifest)
+    return RunResult(exit_code, rows, found, reports, prescan, directory, manifest_path, manifest)
+
+
+def build_manifest(opts: RunOptions, found: DiscoveryResult, prescan: dict[str, PrescanResult],
+                   directory: InstanceDirectory, reports: dict[str, InputReport], rows: int, exit_code: int,
+                   started: datetime, finished: datetime, bursts: dict[str, list[str]]) -> dict[str, Any]:
+    inputs = []
+    flags: Counter = Counter()
+    for item in found.inputs:
+        rep = reports.get(item.path)
+        pre = prescan.get(item.path)
+        att = directory.attributions[item.path]
+        ctx = directory.contexts[att.group]
+        ev = pre.evidence if pre else None
+        if rep:
+            flags.update(rep.flags)
+        status = "complete"
+        if rep is None or rep.errors:
+            status = "error" if (rep is None or not rep.events) else "damaged"
+        elif rep.damaged:
+            status = "damaged"
+        inputs.append({
+            "path": item.display_path,
+            "size": item.size,
+            "sha256": pre.sha256 if pre else None,
+            "artifact_type": item.artifact_type,
+            "parser": item.parser_name,
+            "status": status,
+            "events": rep.events if rep else 0,
+            "warnings": rep.warning_count if rep else 0,
+            "warning_details": rep.warnings if rep else [],
+            "errors": (rep.errors if rep else []) + ([pre.error] if pre and pre.error else []),
+            "lost_records": rep.lost_records if rep else 0,
+            "flags": dict(rep.flags) if rep else {},
+            "event_types": dict(rep.event_types) if rep else {},
+            "first_timestamp": rep.first_timestamp if rep else None,
+            "last_timestamp": rep.last_timestamp if rep else None,
+            "host": att.host,
+            "instance": att.instance,
+            "attribution": att.how,
+            "time_zone": {"group": att.group, "tz_sources": dict(rep.tz_sources) if rep else {},
+                          **ctx.describe()},
+            "facts": ev.facts if ev else {},
+        })
+    skipped = [{"path": i.display_path, "size": i.size,
+                "sha256": prescan[i.path].sha256 if i.path in prescan else None,
+                "reason": "not a recognised artifact"} for i in found.skipped]
+    instances = []
+    seen_groups = set()
+    for att in directory.attributions.values():
+        if att.group in seen_groups:
+            continue
+        seen_groups.add(att.group)
+        members = [p for p, a in directory.attributions.items() if a.group == att.group]
+        instances.append({"group": att.group, "host": att.host, "instance": att.instance,
+                          "inputs": len(members), "time_zone": directory.contexts[att.group].describe(),
+                          "errorlog_cycle_burst": bursts.get(att.group, [])})
+    return {
+        "tool": "mssql-forensic",
+        "version": __version__,
+        "command_line": opts.command_line,
+        "started_utc": started.isoformat().replace("+00:00", "Z"),
+        "finished_utc": finished.isoformat().replace("+00:00", "Z"),
+        "options": {"format": opts.fmt, "tz": opts.cli_zone_text,
+                    "tz_resolved": zone_label(opts.cli_zone) if opts.cli_zone else None,
+                    "workers": opts.workers, **{k: v for k, v in opts.parser_options.items()},
+                    "rules": opts.rule_paths},
+        "output": {"path": opts.output, "format": opts.fmt, "rows": rows},
+        "exit_code": exit_code,
+        "inputs": inputs,
+        "skipped": skipped,
+        "problems": [{"path": p, "message": m} for p, m in found.problems],
+        "instances": instances,
+        "unattributed_paths": directory.ambiguous_roots,
+        "totals": {
+            "inputs": len(found.inputs),
+            "skipped": len(found.skipped),
+            "events": sum(r.events for r in reports.values()),
+            "warnings": sum(r.warning_count for r in reports.values()),
+            "lost_records": sum(r.lost_records for r in reports.values()),
+            "damaged_inputs": sum(1 for r in reports.values() if r.damaged),
+            "flags": dict(flags),
+        },
+    }

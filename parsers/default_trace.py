@@ -1,0 +1,904 @@
+"""Offline parser for SQL Trace ``.trc`` files: the default trace and Profiler saves.
+
+Layout: :mod:`parsers.trc_layout` (construct structures, also used by the tests
+to build fixtures).  Names: :mod:`parsers.trc_names`.  Format notes:
+``docs/default_trace.md`` and ``../shared/reference/trc-format.md``.
+
+How a file is read
+------------------
+The file is streamed through a bounded window (:class:`_Window`); nothing
+larger than one record plus one chunk is ever held.  After the 656-byte header
+comes a stream of tokens; a record is a begin-record token (``F6 FF 06``,
+event class, record length) followed by its column tokens.  Every record is
+framed twice: by its record-length field and by walking its tokens.  When the
+two agree the record is kept.  When they disagree the token walk decides (the
+record is kept if its tokens end exactly at the next begin-record token);
+otherwise the record is dropped, counted in ``lost_records`` and the reader
+resynchronises on the next plausible begin-record token.  Zero bytes at a
+record boundary are padding when they run to the end of the file (server
+files) and damage anywhere else.
+
+``source_record`` is the 0-based index of the record among *all* records of
+the file, control records included (so the trace-start record of a server
+file is record 0, as in trc-format.md); ``attributes.offset`` is its byte
+offset, which stays exact even after damage.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any, BinaryIO
+
+from construct import ConstructError
+
+from forensic.model import Event, InputEvidence, ParseWarning
+from parsers import trc_layout as L
+from parsers import trc_names as N
+from parsers.base import Source
+from parsers.sqlmessages import classify
+
+SOURCE = "default_trace"
+TIMESTAMP_DESC = "Trace Event Start"
+CHUNK = 1 << 21  # 2 MiB read window: large enough to amortise reads, small enough to stream.
+# How far the fallback token walk may look for the next record when a record's
+# length field is wrong; real records are a few KB, 4 MiB leaves wide margin.
+FREE_WALK_LIMIT = 4 << 20
+# A record larger than the 1 GB value cap plus room for its other columns can
+# only be a corrupt length field.
+MAX_RECORD_LENGTH = L.MAX_VALUE_LENGTH + (1 << 20)
+MESSAGE_TEXT_LIMIT = 500
+# Event classes whose TextData is SQL Server message text (ERRORLOG line or
+# message): classified with the shared catalogue so the same rules fire.
+MESSAGE_EVENTS = frozenset({21, 22, 162})
+LOGIN_FAILED = 20
+
+
+# --- reading ----------------------------------------------------------------
+
+
+class _Window:
+    """A forward-only window over a stream.
+
+    ``ensure(start, end)`` makes ``[start, end)`` available in ``buf`` (data
+    before ``start`` is dropped) and returns how far the data really reaches,
+    which is less than ``end`` only at the end of the file.  Requests never go
+    backwards past the current record, so no seek is needed and archive
+    members work as well as files.
+    """
+
+    def __init__(self, stream: BinaryIO, size: int):
+        self.stream = stream
+        self.size = size
+        self.buf = b""
+        self.base = 0  # file offset of buf[0]
+
+    def _read(self, n: int) -> bytes:
+        parts = []
+        while n > 0:
+            data = self.stream.read(n)
+            if not data:
+                break
+            parts.append(data)
+            n -= len(data)
+        return b"".join(parts)
+
+    def ensure(self, start: int, end: int) -> int:
+        end = min(end, self.size)
+        buf_end = self.base + len(self.buf)
+        if start >= self.base and end <= buf_end:
+            return end
+        if start > buf_end:  # skip forward without keeping the bytes
+            gap = start - buf_end
+            while gap > 0:
+                skipped = len(self._read(min(gap, CHUNK)))
+                if not skipped:
+                    break
+                gap -= skipped
+            self.buf, self.base = b"", start
+            buf_end = start
+        keep = self.buf[start - self.base:]
+        want = max(end - buf_end, CHUNK) if end > buf_end else 0
+        self.buf = keep + self._read(want)
+        self.base = start
+        # A stream shorter than the declared size: trust the stream.
+        if len(self.buf) < end - start:
+            self.size = self.base + len(self.buf)
+        return min(end, self.base + len(self.buf))
+
+    def bytes_at(self, start: int, n: int) -> bytes:
+        end = self.ensure(start, start + n)
+        return self.buf[start - self.base:end - self.base]
+
+
+@dataclass(slots=True)
+class RawRecord:
+    index: int
+    offset: int
+    event_class: int
+    columns: dict[int, bytes] = field(default_factory=dict)
+    repeated: list[int] = field(default_factory=list)
+    specials: list[tuple[int, bytes]] = field(default_factory=list)
+    duplicates: list[tuple[int, bytes]] = field(default_factory=list)
+
+    @property
+    def is_control(self) -> bool:
+        return self.event_class >= L.CONTROL_CLASS_MIN
+
+
+@dataclass(slots=True)
+class TraceHeader:
+    file_format: int
+    provider: str
+    major: int
+    minor: int
+    build: int
+    options: int
+    server_name: str
+    repeat_base: int
+
+    @property
+    def version(self) -> str:
+        return f"{self.major}.{self.minor}.{self.build}"
+
+    @property
+    def writer(self) -> str:
+        if self.file_format == L.FORMAT_SERVER:
+            return "server"
+        if self.file_format == L.FORMAT_PROFILER:
+            return "profiler"
+        return f"unknown ({self.file_format})"
+
+
+# Walk outcomes besides success.
+_CUT = "cut"  # a token runs past the limit of the walk
+_ZERO = "zero"  # token id 0: padding or zeroed bytes
+_BEGIN = "begin"  # a begin-record token inside a record frame
+_HUGE = "huge"  # a 4-byte length above the 1 GB cap
+
+_unpack_head = L.TOKEN_HEAD.unpack_from
+_unpack_long = L.LONG_LENGTH.unpack_from
+
+
+def _walk(buf: bytes, p: int, end: int, stop_at_begin: bool) -> tuple[list[tuple[int, bytes]], int, str | None]:
+    """Tokens of ``buf[p:end]``: (tokens, position reached, problem or None).
+
+    With ``stop_at_begin`` a begin-record token ends the walk cleanly (the
+    fallback that ignores the record-length field); otherwise it is a problem.
+    This is the hot loop: plain ``struct`` calls, no construct.
+    """
+    tokens: list[tuple[int, bytes]] = []
+    append = tokens.append
+    while p < end:
+        if p + 3 > end:
+            return tokens, p, _CUT
+        tid, n = _unpack_head(buf, p)
+        if tid == 0:
+            return tokens, p, _ZERO
+        if tid == L.TRACE_BEGIN_RECORD:
+            return tokens, p, (None if stop_at_begin else _BEGIN)
+        if n == L.LONG_ESCAPE:
+            if p + 7 > end:
+                return tokens, p, _CUT
+            n = _unpack_long(buf, p + 3)[0]
+            if n > L.MAX_VALUE_LENGTH:
+                return tokens, p, _HUGE
+            d = p + 7
+        else:
+            d = p + 3
+        q = d + n
+        if q > end:
+            return tokens, p, _CUT
+        append((tid, buf[d:q]))
+        p = q
+    return tokens, p, None
+
+
+_PROBLEM_TEXT = {
+    _CUT: "a token runs past the end of the record",
+    _ZERO: "zero bytes inside the record",
+    _BEGIN: "the record-length field overlaps the next record",
+    _HUGE: "a token claims more than the 1 GB column maximum",
+}
+
+
+def _plausible_class(event_class: int) -> bool:
+    return 1 <= event_class < 0x400 or event_class >= L.CONTROL_CLASS_MIN
+
+
+class _TraceReader:
+    """Frames one ``.trc`` stream into raw records, preamble tokens and warnings."""
+
+    def __init__(self, stream: BinaryIO, size: int, *, walk_all: bool = True):
+        self.win = _Window(stream, size)
+        self.walk_all = walk_all  # False: only control records are walked (prescan)
+        self.header: TraceHeader | None = None
+        self.preamble: list[tuple[int, bytes]] = []
+        self.data_end: int | None = None
+        self.records_seen = 0
+        self.lost = 0
+
+    # header ---------------------------------------------------------------
+
+    def read_header(self) -> ParseWarning | None:
+        raw = self.win.bytes_at(0, L.HEADER_SIZE)
+        if len(raw) < 6:
+            return ParseWarning(f"file of {len(raw)} bytes is too short for a trace header", "offset 0x0")
+        tag, header_size, file_format = L.TOKEN_HEAD.unpack_from(raw[:3] + b"\0")[:1] + tuple(
+            int.from_bytes(raw[i:i + 2], "little") for i in (2, 4))
+        tag = int.from_bytes(raw[:2], "little")
+        if tag != L.UNICODE_TAG:
+            return ParseWarning(f"not a SQL Server 2005+ trace header (tag 0x{tag:04x}); file not read", "offset 0x0")
+        if len(raw) < L.HEADER_SIZE:
+            return ParseWarning(f"trace header cut off: {len(raw)} of {L.HEADER_SIZE} bytes", "offset 0x0")
+        fields = L.Header.parse(raw)
+        header = TraceHeader(
+            file_format=fields.file_format,
+            provider=L._Utf16Z.decode(fields.provider),
+            major=fields.major,
+            minor=fields.minor,
+            build=fields.build,
+            options=fields.options,
+            server_name=L._Utf16Z.decode(fields.server_name),
+            repeat_base=fields.repeat_base,
+        )
+        if header.major and header.major < 9:
+            return ParseWarning(
+                f"SQL Server {header.version} trace (SQL Server 2000 or older): this layout is not supported;"
+                " file not read", "offset 0x0")
+        if header_size != L.HEADER_SIZE:
+            return ParseWarning(
+                f"unknown trace header variant: header size {header_size}, expected {L.HEADER_SIZE}; file not read",
+                "offset 0x2")
+        self.header = header
+        return None
+
+    # records --------------------------------------------------------------
+
+    def _next_ok(self, end: int) -> bool:
+        """Whether a record ending at ``end`` is followed by what a record may be followed by."""
+        nxt = self.win.bytes_at(end, 3)
+        return not nxt or nxt == L.BEGIN_MAGIC or nxt.strip(b"\0") == b""
+
+    def _zero_run_end(self, pos: int) -> int:
+        """First non-zero byte at or after ``pos``, or the end of the file."""
+        while True:
+            end = self.win.ensure(pos, pos + CHUNK)
+            if end <= pos:
+                return pos
+            chunk = self.win.buf[pos - self.win.base:end - self.win.base]
+            stripped = chunk.lstrip(b"\0")
+            if stripped:
+                return end - len(stripped)
+            pos = end
+
+    def _find_begin(self, pos: int) -> int | None:
+        """Offset of the next plausible begin-record token at or after ``pos``."""
+        win = self.win
+        while True:
+            end = win.ensure(pos, pos + CHUNK)
+            if end - pos < L.BEGIN_TOKEN_SIZE:
+                return None
+            rel = pos - win.base
+            limit = end - win.base
+            while True:
+                hit = win.buf.find(L.BEGIN_MAGIC, rel, limit)
+                if hit < 0 or hit + L.BEGIN_TOKEN_SIZE > limit:
+                    break
+                _tid, _n, event_class, length = L.BEGIN_TOKEN.unpack_from(win.buf, hit)
+                absolute = win.base + hit
+                if _plausible_class(event_class) and length <= win.size - absolute - L.BEGIN_TOKEN_SIZE:
+                    return absolute
+                rel = hit + 1
+            # keep the last bytes: a token may straddle the chunk boundary
+            pos = max(pos + 1, end - L.BEGIN_TOKEN_SIZE + 1)
+
+    def _record(self, index: int, pos: int, event_class: int, tokens: list[tuple[int, bytes]]) -> RawRecord:
+        rec = RawRecord(index, pos, event_class)
+        columns = rec.columns
+        for tid, data in tokens:
+            if tid >= 0xF000 or 0xFB00 <= tid < 0xFC00:
+                if tid == L.TRACE_REPEATED_DATA:
+                    rec.repeated.extend(int.from_bytes(data[i:i + 2], "little") for i in range(0, len(data) - 1, 2))
+                else:
+                    rec.specials.append((tid, data))
+            elif tid in columns:
+                rec.duplicates.append((tid, data))
+            else:
+                columns[tid] = data
+        return rec
+
+    def records(self) -> Iterator[RawRecord | ParseWarning]:
+        win = self.win
+        pos = L.HEADER_SIZE
+        index = 0
+        resync_start: int | None = None  # start of a damaged region being skipped
+        resync_lost = 0
+        while True:
+            end_avail = win.ensure(pos, pos + L.BEGIN_TOKEN_SIZE)
+            if end_avail <= pos:
+                break
+            head = win.buf[pos - win.base:end_avail - win.base]
+            if head[:2] == b"\0\0" or len(head) < 2:
+                zero_end = self._zero_run_end(pos)
+                if zero_end >= win.size:
+                    self.data_end = pos  # padding up to the end: the normal end of a server file
+                    break
+                if win.bytes_at(zero_end, 3) == L.BEGIN_MAGIC:
+                    yield ParseWarning(
+                        f"zero bytes from 0x{pos:x} to 0x{zero_end:x} between records; records may be missing there",
+                        f"offset 0x{pos:x}", lost_records=0, damaged=True)
+                    pos = zero_end
+                    continue
+                if resync_start is None:
+                    resync_start, resync_lost = pos, 1
+                found = self._find_begin(zero_end)
+                if found is None:
+                    break
+                pos = found
+                continue
+
+            if head[:3] != L.BEGIN_MAGIC or len(head) < L.BEGIN_TOKEN_SIZE:
+                if index == 0 and resync_start is None and pos >= L.HEADER_SIZE:
+                    # Profiler writes tokens outside any record before the first one.
+                    got = self._preamble_token(pos)
+                    if got is not None:
+                        pos = got
+                        continue
+                if resync_start is None:
+                    resync_start, resync_lost = pos, 1
+                found = self._find_begin(pos + 1)
+                if found is None:
+                    break
+                pos = found
+                continue
+
+            _tid, _n, event_class, length = L.BEGIN_TOKEN.unpack_from(head)
+            body = pos + L.BEGIN_TOKEN_SIZE
+            end = body + length
+            rec_tokens: list[tuple[int, bytes]] | None = None
+            reason: str
+            if length > MAX_RECORD_LENGTH:
+                reason = f"record length {length} exceeds any valid record"
+            elif end > win.size:
+                reason = f"record length {length} runs past the end of the file at 0x{win.size:x}"
+            else:
+                win.ensure(pos, end + 3)
+                if self._next_ok(end):
+                    if not self.walk_all and event_class < L.CONTROL_CLASS_MIN:
+                        rec_tokens = []  # framing only (prescan): the length field is consistent
+                        problem = None
+                    else:
+                        rec_tokens, reached, problem = _walk(win.buf, body - win.base, end - win.base, False)
+                        if problem is None and reached + win.base != end:
+                            problem = _CUT
+                    reason = _PROBLEM_TEXT.get(problem or "", "")
+                    if problem is not None:
+                        rec_tokens = None
+                else:
+                    reason = f"record length {length} does not end at a record boundary"
+
+            fallback_used = False
+            if rec_tokens is None:
+                # The length field and the tokens disagree: let the tokens decide.
+                limit = win.ensure(pos, body + FREE_WALK_LIMIT)
+                toks, reached, problem = _walk(win.buf, body - win.base, limit - win.base, True)
+                reached += win.base
+                if problem is None and reached < win.size and win.bytes_at(reached, 3) == L.BEGIN_MAGIC:
+                    rec_tokens, fallback_used, end = toks, True, reached
+                elif problem in (_CUT, None) and reached >= win.size or limit >= win.size and problem == _CUT:
+                    # The file ends inside this record: a copy taken while the server wrote it.
+                    if resync_start is not None:
+                        yield self._resync_warning(resync_start, pos, resync_lost)
+                        resync_start = None
+                    self.records_seen = index + 1
+                    self.lost += 1
+                    yield ParseWarning(
+                        f"record {index} ({N.event_name(event_class)}) at 0x{pos:x} is truncated: {reason};"
+                        " dropped", f"offset 0x{pos:x}", lost_records=1)
+                    return
+                    # (nothing can follow a truncated last record)
+
+            if rec_tokens is None:
+                index += 1
+                if resync_start is not None:
+                    resync_lost += 1
+                else:
+                    self.lost += 1
+                    yield ParseWarning(
+                        f"record {index - 1} ({N.event_name(event_class)}) at 0x{pos:x} is unreadable: {reason};"
+                        " dropped", f"offset 0x{pos:x}", lost_records=1)
+                if length <= MAX_RECORD_LENGTH and end <= win.size and win.bytes_at(end, 3) == L.BEGIN_MAGIC:
+                    pos = end  # the frame itself is sound: only this record is lost
+                    continue
+                if resync_start is None:
+                    resync_start, resync_lost = pos + 1, 0
+                found = self._find_begin(pos + 1)
+                if found is None:
+                    break
+                pos = found
+                continue
+
+            if resync_start is not None:
+                yield self._resync_warning(resync_start, pos, resync_lost)
+                resync_start = None
+            if fallback_used:
+                yield ParseWarning(
+                    f"record {index} at 0x{pos:x}: record-length field says {length} bytes but its tokens end"
+                    f" after {end - body}; record kept", f"offset 0x{pos:x}", lost_records=0, damaged=True)
+            yield self._record(index, pos, event_class, rec_tokens)
+            index += 1
+            pos = end
+        if resync_start is not None:
+            yield self._resync_warning(resync_start, win.size, resync_lost)
+        self.records_seen = index
+
+    def _resync_warning(self, start: int, stop: int, lost: int) -> ParseWarning:
+        self.lost += lost
+        return ParseWarning(
+            f"bytes 0x{start:x}-0x{stop:x} ({stop - start} bytes) do not frame as trace records and were skipped"
+            + (f"; {lost} record(s) lost there" if lost else "; records may have been lost there"),
+            f"offset 0x{start:x}", lost_records=lost, damaged=True)
+
+    def _preamble_token(self, pos: int) -> int | None:
+        end = self.win.ensure(pos, pos + FREE_WALK_LIMIT)
+        buf, base = self.win.buf, self.win.base
+        toks, reached, problem = _walk(buf, pos - base, end - base, True)
+        if not toks:
+            return None
+        # Keep whole tokens only; a damaged tail is handled by the caller.
+        self.preamble.append(toks[0])
+        head = L.TOKEN_HEAD.unpack_from(buf, pos - base)
+        size = 3 + (4 if head[1] == L.LONG_ESCAPE else 0) + len(toks[0][1])
+        return pos + size
+
+
+# --- decoding -----------------------------------------------------------------
+
+
+def _sid_text(raw: bytes) -> str:
+    """A Windows SID as ``S-1-5-21-...``; other logins' SIDs (``sa`` = 0x01, SQL logins) as hex."""
+    if len(raw) >= 8 and raw[0] == 1 and len(raw) == 8 + 4 * raw[1]:
+        authority = int.from_bytes(raw[2:8], "big")
+        subs = [str(int.from_bytes(raw[i:i + 4], "little")) for i in range(8, len(raw), 4)]
+        return "-".join(["S", "1", str(authority), *subs])
+    return "0x" + raw.hex()
+
+
+def decode_value(column_id: int, raw: bytes) -> Any:
+    """A column value as a JSON-friendly Python value; odd sizes stay hex."""
+    kind = N.COLUMN_TYPES.get(column_id)
+    if kind in (N.INT, N.BIGINT):
+        # Trust the stored length, not the documented type (trc-format.md 7.1).
+        if len(raw) in (1, 2, 4, 8):
+            return int.from_bytes(raw, "little", signed=True)
+    elif kind == N.TEXT:
+        return raw.decode("utf-16-le", errors="replace")
+    elif kind == N.TIME:
+        if len(raw) == 16:
+            return L.format_systemtime(L.SYSTEMTIME.unpack(raw))
+    elif kind == N.IMAGE:
+        return _sid_text(raw) if column_id in N.SID_COLUMNS else raw.hex()
+    elif kind == N.GUID and len(raw) == 16:
+        return str(uuid.UUID(bytes_le=raw))
+    return raw.hex()
+
+
+_ERRORLOG_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2,3} (?P<src>\S+)\s+")
+_ERROR_LINE = re.compile(r"^Error: (?P<num>\d+), Severity: (?P<sev>\d+), State: (?P<state>\d+)\.\s*")
+
+
+def _message_body(text: str) -> tuple[str, dict[str, Any], int | None]:
+    """The message of an ERRORLOG line held in TextData, without date and spid.
+
+    ErrorLog trace events carry the line as ERRORLOG wrote it
+    (``2018-02-04 20:17:25.48 spid4s      Configuration option ...``).
+    """
+    extra: dict[str, Any] = {}
+    number = None
+    body = text.strip()
+    m = _ERRORLOG_PREFIX.match(body)
+    if m:
+        extra["errorlog_source"] = m.group("src")
+        body = body[m.end():]
+    m = _ERROR_LINE.match(body)
+    if m and body[m.end():].strip():
+        number = int(m.group("num"))
+        extra.update(message_severity=int(m.group("sev")), message_state=int(m.group("state")))
+        body = _ERRORLOG_PREFIX.sub("", body[m.end():].strip(), count=1)
+    return body, extra, number
+
+
+def _short(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= MESSAGE_TEXT_LIMIT else line[:MESSAGE_TEXT_LIMIT] + "..."
+
+
+def split_server_name(name: str) -> tuple[str | None, str | None]:
+    """Header server name -> (host, instance); ``MACHINE`` alone is ``MSSQLSERVER``.
+
+    Profiler writes the name the user connected to, which may be an alias such
+    as ``(localdb)\\X``, ``.`` or ``tcp:10.0.0.5,1433``: such names give no host.
+    """
+    name = re.sub(r"^(tcp|np|lpc|admin):", "", name.strip(), flags=re.I)
+    name = name.split(",", 1)[0].strip()
+    if not name:
+        return None, None
+    machine, _, instance = name.partition("\\")
+    instance = instance or "MSSQLSERVER"
+    if machine.lower() in {".", "(local)", "localhost", "(localdb)", "127.0.0.1", "::1"}:
+        return None, instance
+    return machine, instance
+
+
+def rollover_sort_key(name: str) -> tuple[str, int, str]:
+    """Order of a rollover set: ``log.trc`` < ``log_1.trc`` < ... < ``log_123.trc``.
+
+    SQL Server numbers the files of the default trace with a growing suffix
+    (it keeps the newest five), so the number, not the text, gives the order.
+    """
+    base = PurePath(name.replace("\\", "/").rsplit("!", 1)[-1]).name
+    m = re.match(r"^(?P<stem>.*?)(?:_(?P<n>\d+))?\.trc$", base, re.I)
+    if not m:
+        return base.lower(), 0, base
+    return m.group("stem").lower(), int(m.group("n") or 0), base
+
+
+def rollover_order(names: list[str]) -> list[str]:
+    return sorted(names, key=rollover_sort_key)
+
+
+# --- control records -> facts ----------------------------------------------------
+
+
+def _parse_or_hex(struct_, data: bytes) -> Any:
+    try:
+        return struct_.parse(data)
+    except (ConstructError, ValueError, OverflowError):
+        return None
+
+
+def _traced_event(data: bytes) -> dict[str, Any]:
+    # One Profiler sample stores an odd-length payload led by its own length byte.
+    if len(data) % 2 and data and data[0] == len(data) - 1:
+        data = data[1:]
+    parsed = _parse_or_hex(L.TracedEvent, data)
+    if parsed is None or len(data) < 2:
+        return {"raw": data.hex()}
+    return {"event_id": parsed.event_id, "event": N.event_name(parsed.event_id), "columns": list(parsed.columns)}
+
+
+def _filter_value(column_id: int, raw: bytes) -> Any:
+    if N.COLUMN_TYPES.get(column_id) == N.TEXT:
+        return raw.decode("utf-16-le", errors="replace").rstrip("\0")
+    return decode_value(column_id, raw)
+
+
+def _filters(struct_, data: bytes, with_logical: bool) -> list[dict[str, Any]] | dict[str, str]:
+    parsed = _parse_or_hex(struct_, data)
+    if parsed is None or sum(6 + (1 if with_logical else 2) + len(f.value) for f in parsed) != len(data):
+        return {"raw": data.hex()}
+    out = []
+    for f in parsed:
+        entry = {
+            "column_id": f.column_id,
+            "column": N.COLUMNS.get(f.column_id, (str(f.column_id), ""))[0],
+            "operator": L.COMPARISON_OPERATORS.get(f.comparison_operator, str(f.comparison_operator)),
+            "value": _filter_value(f.column_id, f.value),
+        }
+        if with_logical:
+            entry["logical"] = L.LOGICAL_OPERATORS.get(f.logical_operator, str(f.logical_operator))
+        out.append(entry)
+    return out
+
+
+def _time_text(data: bytes) -> str | None:
+    if len(data) != 16:
+        return None
+    fields = L.SYSTEMTIME.unpack(data)
+    return None if fields[0] == 0 else L.format_systemtime(fields)
+
+
+def control_facts(rec: RawRecord) -> dict[str, Any]:
+    """What a trace-start/stop (or other control) record says, for the manifest."""
+    facts: dict[str, Any] = {"record": rec.index, "offset": rec.offset,
+                             "kind": L.CONTROL_NAMES.get(rec.event_class, f"control_0x{rec.event_class:04x}")}
+    if N.C_START in rec.columns:
+        facts["time"] = _time_text(rec.columns[N.C_START])
+    events = []
+    for tid, data in rec.specials:
+        if tid == L.TRACED_OPTIONS:
+            opts = _parse_or_hex(L.TracedOptions, data)
+            if opts is None:
+                facts["options_raw"] = data.hex()
+            else:
+                facts.update(
+                    options=opts.options, option_flags=L.bit_names(opts.options, L.TRACE_OPTION_NAMES),
+                    max_file_size_mb=opts.max_size_mb, stop_time=_time_text(opts.stop_time))
+        elif tid == L.TRACED_EVENTS:
+            events.append(_traced_event(data))
+        elif tid == L.TRACED_FILTERS:
+            facts["filters"] = _filters(L.TracedFilters, data, True)
+        else:
+            facts.setdefault("special_tokens", []).append({"id": f"0x{tid:04x}", "data": data.hex()})
+    if events:
+        facts["traced_events"] = events
+    other = {N.COLUMN_KEYS.get(c, f"column_{c}"): decode_value(c, v) for c, v in rec.columns.items() if c != N.C_START}
+    if other:
+        facts["columns"] = other
+    return facts
+
+
+def _preamble_facts(tokens: list[tuple[int, bytes]]) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    for tid, data in tokens:
+        if tid == L.TRACED_EVENTS:
+            facts.setdefault("profiler_traced_events", []).append(_traced_event(data))
+        elif tid == L.PROFILER_COLUMN_ORDER:
+            parsed = _parse_or_hex(L.ColumnList, data)
+            facts["profiler_column_order"] = list(parsed) if parsed is not None else data.hex()
+        elif tid == L.PROFILER_FILTERS:
+            facts["profiler_filters"] = _filters(L.ProfilerFilters, data, False)
+        elif tid != L.PROFILER_MARK:
+            facts.setdefault("preamble_tokens", []).append({"id": f"0x{tid:04x}", "data": data.hex()})
+    return facts
+
+
+def header_facts(header: TraceHeader) -> dict[str, Any]:
+    return {
+        "trace_server_name": header.server_name,
+        "trace_writer": header.writer,
+        "trace_file_format": header.file_format,
+        "sql_version": header.version,
+        "header_options": header.options,
+        "header_option_flags": L.bit_names(header.options, L.HEADER_OPTION_NAMES),
+        "repeat_base_column": header.repeat_base,
+    }
+
+
+# --- events -------------------------------------------------------------------
+
+
+class _Decoder:
+    """Turns raw records into timeline events for one file."""
+
+    def __init__(self, header: TraceHeader):
+        self.header = header
+        self.host, self.instance = split_server_name(header.server_name)
+        # Key of the repeated-data cache (SPID in every known server file).
+        base = header.repeat_base
+        self.key_column = base if base in N.COLUMNS else N.C_SPID
+        self.cache: dict[bytes, dict[int, bytes]] = {}
+        self.unresolved = 0
+        self.first_unresolved: int | None = None
+        self.resolved = 0
+
+    def resolve(self, rec: RawRecord) -> tuple[list[int], list[int]]:
+        """Apply 0xFFF3 from the per-key cache, then remember this record's values."""
+        columns = rec.columns
+        key = columns.get(self.key_column)
+        known = self.cache.get(key) if key is not None else None
+        resolved, missing = [], []
+        for cid in rec.repeated:
+            if cid in columns:
+                continue  # an explicit value always wins
+            if known is not None and cid in known:
+                columns[cid] = known[cid]
+                resolved.append(cid)
+            else:
+                missing.append(cid)
+        if key is not None:
+            # Resolved values equal the cached ones, so updating with all is safe.
+            self.cache.setdefault(key, {}).update(columns)
+        self.resolved += len(resolved)
+        if missing:
+            self.unresolved += len(missing)
+            if self.first_unresolved is None:
+                self.first_unresolved = rec.index
+        return resolved, missing
+
+    def event(self, rec: RawRecord) -> Iterator[Event | ParseWarning]:
+        resolved, missing = self.resolve(rec) if rec.repeated else ([], [])
+        ec = rec.event_class
+        attrs: dict[str, Any] = {}
+        values: dict[int, Any] = {}
+        for cid, raw in rec.columns.items():
+            value = decode_value(cid, raw)
+            values[cid] = value
+            if cid != N.C_START:
+                attrs[N.COLUMN_KEYS.get(cid, f"column_{cid}")] = value
+        subclass = values.get(N.C_SUBCLASS) if isinstance(values.get(N.C_SUBCLASS), int) else None
+        name = N.event_name(ec)
+        sub_name = N.subclass_name(ec, subclass)
+        kind = N.event_type(ec, subclass)
+        raw_type = values.get(N.C_OBJECT_TYPE)
+        object_type = N.object_type_code(raw_type) if isinstance(raw_type, int) else None
+        user = values.get(N.C_LOGIN) or values.get(N.C_SESSION_LOGIN) or None
+        database = values.get(N.C_DATABASE) or None
+        object_name = (values.get(N.C_OBJECT_NAME) or values.get(N.C_TARGET_LOGIN)
+                       or values.get(N.C_FILE) or None)
+        text = values.get(N.C_TEXT)
+
+        attrs["event_class_name"] = name
+        if sub_name:
+            attrs["event_subclass_name"] = sub_name
+        if object_type:
+            attrs["object_type_name"] = N.OBJECT_TYPE_NAMES.get(object_type, object_type)
+        if object_name and database:
+            # One field for rules that need database and name together.
+            attrs["qualified_name"] = f"{database}.{object_name}"
+        if resolved:
+            attrs["repeated_columns"] = [N.COLUMN_KEYS.get(c, str(c)) for c in resolved]
+        if missing:
+            attrs["unresolved_repeated_columns"] = [N.COLUMN_KEYS.get(c, str(c)) for c in missing]
+        for tid, data in rec.specials:
+            attrs.setdefault("special_tokens", []).append(
+                {"id": f"0x{tid:04x}", "name": L.SPECIAL_NAMES.get(tid, "unknown"), "data": data.hex()})
+        if rec.duplicates:
+            attrs["duplicate_columns"] = [{"column": c, "data": d.hex()} for c, d in rec.duplicates]
+        attrs["offset"] = rec.offset
+        attrs["trace_writer"] = self.header.writer
+        attrs["trace_server_name"] = self.header.server_name
+
+        detail = None
+        if isinstance(text, str) and (ec in MESSAGE_EVENTS or ec == LOGIN_FAILED):
+            body, extra, number = _message_body(text)
+            attrs.update(extra)
+            error = values.get(N.C_ERROR)
+            match = classify(body, number if number is not None else error if isinstance(error, int) else None)
+            if match is not None:
+                if ec != LOGIN_FAILED:
+                    kind = match.event_type
+                if match.event_id is not None:
+                    attrs["message_id"] = match.event_id
+                object_name = match.object_name or object_name
+                object_type = match.object_type or object_type
+                user = match.user or user
+                database = match.database or database
+                attrs.update(match.attributes)
+            detail = body
+        elif isinstance(text, str):
+            detail = text
+
+        when, local_text = None, None
+        start_raw = rec.columns.get(N.C_START)
+        if start_raw is not None and len(start_raw) == 16:
+            fields = L.SYSTEMTIME.unpack(start_raw)
+            when = L.systemtime_datetime(fields)
+            local_text = L.format_systemtime(fields)
+            if when is None:
+                attrs["start_time_raw"] = start_raw.hex()
+                yield ParseWarning(f"record {rec.index} at 0x{rec.offset:x}: StartTime {local_text} is not a"
+                                   " valid date; event kept without a time", f"offset 0x{rec.offset:x}",
+                                   lost_records=0, damaged=True)
+        elif start_raw is not None:
+            attrs["start_time_raw"] = start_raw.hex()
+
+        message = name + (f" ({sub_name})" if sub_name else "")
+        if object_type:
+            message += f" {object_type}"
+        if object_name:
+            message += f" {database}.{object_name}" if database else f" {object_name}"
+        elif database:
+            message += f" {database}"
+        role = values.get(38)
+        if role:
+            message += f" role {role}"
+        if user:
+            message += f" by {user}"
+        if values.get(N.C_HOST):
+            message += f" from {values[N.C_HOST]}"
+        if values.get(N.C_APP):
+            message += f" via {values[N.C_APP]}"
+        if detail:
+            message += f": {_short(detail)}"
+
+        yield Event(
+            source=SOURCE,
+            event_type=kind,
+            message=message,
+            timestamp_desc=TIMESTAMP_DESC,
+            local_time=when,
+            local_text=local_text,
+            event_id=ec,
+            host=self.host,
+            instance=self.instance,
+            user=user,
+            database=database,
+            object_name=object_name,
+            object_type=object_type,
+            source_record=rec.index,
+            attributes=attrs,
+        )
+
+
+# --- the parser object ----------------------------------------------------------
+
+
+class DefaultTraceParser:
+    name = "default_trace"
+    artifact_type = "default_trace"
+
+    def sniff(self, head: bytes, name: str) -> bool:
+        # FF FE, then the provider name at offset 6; the header size is not
+        # required so that foreign header variants reach parse() and are reported.
+        return len(head) >= 6 + len(L.PROVIDER_UTF16) and head[:2] == b"\xff\xfe" \
+            and head[6:6 + len(L.PROVIDER_UTF16)] == L.PROVIDER_UTF16
+
+    def _reader(self, src: Source, stream: BinaryIO, walk_all: bool) -> _TraceReader:
+        return _TraceReader(stream, src.size, walk_all=walk_all)
+
+    def prescan(self, src: Source) -> InputEvidence:
+        """Header (server name -> host/instance) and every control record.
+
+        Walks the record framing only (ordinary records are not decoded), so it
+        reads the file once but costs little CPU.
+        """
+        try:
+            with src.open() as stream:
+                reader = self._reader(src, stream, walk_all=False)
+                if reader.read_header() is not None or reader.header is None:
+                    return InputEvidence()
+                header = reader.header
+                facts = header_facts(header)
+                controls = []
+                for item in reader.records():
+                    if isinstance(item, RawRecord) and item.is_control:
+                        controls.append(control_facts(item))
+                facts.update(_preamble_facts(reader.preamble))
+        except OSError:
+            return InputEvidence()
+        _summarise_controls(facts, controls)
+        facts["records"] = reader.records_seen
+        facts["lost_records"] = reader.lost
+        if reader.data_end is not None:
+            facts["data_end_offset"] = reader.data_end
+        facts["rollover_sequence"] = rollover_sort_key(src.name)[1]
+        host, instance = split_server_name(header.server_name)
+        return InputEvidence(host=host, instance=instance, facts=facts)
+
+    def parse(self, src: Source, options: Mapping[str, Any] | None = None) -> Iterator[Event | ParseWarning]:
+        try:
+            stream = src.open()
+        except OSError as exc:
+            yield ParseWarning(f"cannot open: {exc}", None)
+            return
+        with stream:
+            reader = self._reader(src, stream, walk_all=True)
+            problem = reader.read_header()
+            if problem is not None:
+                yield problem
+                return
+            assert reader.header is not None
+            decoder = _Decoder(reader.header)
+            for item in reader.records():
+                if isinstance(item, ParseWarning):
+                    yield item
+                elif not item.is_control:
+                    yield from decoder.event(item)
+        if decoder.unresolved:
+            yield ParseWarning(
+                f"{decoder.unresolved} repeated-data value(s) could not be resolved (first in record"
+                f" {decoder.first_unresolved}): the earlier event of that session is not in this file;"
+                " those columns are left empty", f"record {decoder.first_unresolved}", lost_records=0,
+                damaged=False)
+
+
+def _summarise_controls(facts: dict[str, Any], controls: list[dict[str, Any]]) -> None:
+    """Lift the trace-start and trace-stop details to the top of the facts."""
+    for control in controls:
+        if control["kind"] == "trace_start" and "trace_start_time" not in facts:
+            facts["trace_start_time"] = control.get("time")
+            for key in ("options", "option_flags", "max_file_size_mb", "stop_time", "filters", "traced_events"):
+                if key in control:
+                    facts[f"trace_{key}" if not key.startswith("trace") else key] = control[key]
+        elif control["kind"] == "trace_stop":
+            facts["trace_stopped_at"] = control.get("time")
+    if controls:
+        facts["control_records"] = controls
+
+
+PARSER = DefaultTraceParser()

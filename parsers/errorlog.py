@@ -1,0 +1,255 @@
+"""SQL Server ERRORLOG (Windows UTF-16LE and Linux ASCII/UTF-8).
+
+Layout (``../shared/reference/errorlog.md``)::
+
+    2025-06-01 09:22:44.70 Server      Server process ID is 7676.
+    |---- 22 chars ------| |- 12 ----||- message ...
+
+One event per timestamped record; tab-led and blank lines continue the
+record before them (the banner is one record).  An ``Error: N, Severity: S,
+State: X.`` record merges with the message record that follows it with the
+same time and source column.  Times are server-local with no offset: the
+parser returns naive local times and, in :meth:`ErrorlogParser.prescan`, the
+evidence of the offset (banner ``UTC adjustment`` and the 17176/17177 local/UTC
+pairs) so the engine can convert them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from forensic.model import (
+    TZ_ERRORLOG_ADJUSTMENT,
+    TZ_ERRORLOG_PAIR,
+    Event,
+    InputEvidence,
+    ParseWarning,
+    TimeAnchor,
+)
+from forensic.timezones import pair_offset, parse_offset, parse_pair_time
+from parsers.base import Source
+from parsers.sqlmessages import classify
+from parsers.textio import DecodeReport, decode_head, detect_encoding, iter_decoded
+from parsers.textlog import TextRecord, iter_records
+
+SOURCE = "errorlog"
+_TS = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2}"
+RECORD_START = re.compile(rf"^{_TS} ", re.MULTILINE)
+_SNIFF_LINE = re.compile(rf"^{_TS} +\S+ +\S", re.MULTILINE)
+_ERROR_LINE = re.compile(r"^Error: (\d+), Severity: (-?\d+), State: (-?\d+)\.?\s*$")
+_SPID = re.compile(r"^spid(\d+)(s?)$", re.IGNORECASE)
+# The instance folder in paths: MSSQL16.MSSQLSERVER, MSSQL10_50.SQLEXPRESS
+_INSTANCE_DIR = re.compile(r"MSSQL\d{2}(?:_\d+)?\.([^\\/'\"\s]+)[\\/]", re.IGNORECASE)
+_PARAM_S = re.compile(r"^\s*-s\s*\"?([^\"\s]+)\"?\s*$", re.MULTILINE)
+
+
+def parse_local(ts: str) -> datetime | None:
+    """``2025-06-01 09:22:44.70`` -> naive datetime (centiseconds kept)."""
+    try:
+        return datetime(int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]),
+                        int(ts[14:16]), int(ts[17:19]), int(ts[20:22]) * 10_000)
+    except ValueError:
+        return None
+
+
+def split_record(text: str) -> tuple[str, str, str]:
+    """-> (timestamp text, source column, message).
+
+    The source column is 12 characters wide, but a value of 12 or more
+    characters would shift the message, so split on whitespace instead.
+    """
+    parts = text[23:].split(None, 1)
+    if not parts:
+        return text[:22], "", ""
+    return text[:22], parts[0], parts[1] if len(parts) > 1 else ""
+
+
+def _clean_message(message: str) -> str:
+    if "\n" not in message:
+        return message.rstrip()
+    return "\n".join(line.rstrip() for line in message.split("\n")).strip("\n")
+
+
+def source_attributes(process: str) -> dict[str, Any]:
+    attrs: dict[str, Any] = {"process": process}
+    m = _SPID.match(process)
+    if m:
+        attrs["spid"] = int(m.group(1))
+        attrs["system_session"] = bool(m.group(2))
+    return attrs
+
+
+def _startup_parameters(message: str) -> list[str]:
+    return [line.strip() for line in message.split("\n")[1:] if line.strip()]
+
+
+def build_event(source: str, record: TextRecord, ts: str, process: str, message: str,
+                error: tuple[int, int, int] | None = None, error_line: int | None = None) -> Event:
+    message = _clean_message(message)
+    first_line = message.split("\n", 1)[0]
+    attrs = source_attributes(process)
+    event_id = None
+    if error is not None:
+        event_id, attrs["severity"], attrs["state"] = error
+        attrs["error_line"] = error_line
+    match = classify(first_line, event_id)
+    local = parse_local(ts)
+    ev = Event(source=source, event_type="log_message", message=message, local_time=local,
+               local_text=ts, event_id=event_id, source_record=record.line, attributes=attrs)
+    if match is not None:
+        ev.event_type = match.event_type
+        ev.event_id = match.event_id if event_id is None else event_id
+        ev.object_name = match.object_name
+        ev.object_type = match.object_type
+        ev.user = match.user
+        ev.database = match.database
+        attrs.update(match.attributes)
+    elif error is not None:
+        ev.event_type = "error_reported"
+    if first_line.startswith("Microsoft SQL Server") and record.line <= 3:
+        ev.event_type = "server_banner"
+        attrs["version"] = first_line.strip()
+    elif ev.event_type == "startup_parameters":
+        params = _startup_parameters(message)
+        attrs["parameters"] = params
+        flags = [p for p in params if p.upper().startswith("-T")]
+        if flags:
+            attrs["trace_flags"] = flags
+    if local is None:
+        attrs["bad_timestamp"] = ts
+    return ev
+
+
+class ErrorlogParser:
+    name = "errorlog"
+    artifact_type = "errorlog"
+    source = SOURCE
+
+    def sniff(self, head: bytes, name: str) -> bool:
+        text = decode_head(head)
+        lines = [ln for ln in text.replace("\r", "").split("\n")[:40] if ln.strip()]
+        if not lines:
+            return False
+        hits = sum(1 for ln in lines if _SNIFF_LINE.match(ln))
+        return bool(_SNIFF_LINE.match(lines[0])) or hits >= 2
+
+    # -- full parse --------------------------------------------------------
+    def parse(self, src: Source, options: Mapping[str, Any] | None = None) -> Iterator[Event | ParseWarning]:
+        pending: tuple[TextRecord, str, str, tuple[int, int, int]] | None = None
+        for item in iter_records(src, RECORD_START):
+            if isinstance(item, ParseWarning):
+                yield item
+                continue
+            ts, process, message = split_record(item.text)
+            if pending is not None:
+                p_rec, p_ts, p_proc, p_err = pending
+                pending = None
+                if ts == p_ts and process == p_proc and not _ERROR_LINE.match(message):
+                    yield build_event(self.source, p_rec, ts, process, message, p_err, item.line)
+                    continue
+                yield self._lone_error(p_rec, p_ts, p_proc, p_err)
+            m = _ERROR_LINE.match(message)
+            if m:
+                pending = (item, ts, process, (int(m.group(1)), int(m.group(2)), int(m.group(3))))
+                continue
+            yield build_event(self.source, item, ts, process, message)
+        if pending is not None:
+            yield self._lone_error(*pending)
+
+    def _lone_error(self, rec: TextRecord, ts: str, process: str, err: tuple[int, int, int]) -> Event:
+        """An Error: line with no message after it (log cut, or interleaved)."""
+        ev = build_event(self.source, rec, ts, process, split_record(rec.text)[2], err, None)
+        ev.attributes.pop("error_line", None)
+        ev.attributes["unpaired"] = True
+        return ev
+
+    # -- cheap first pass ---------------------------------------------------
+    def prescan(self, src: Source) -> InputEvidence:
+        return prescan_errorlog(src)
+
+
+_P_ADJ = re.compile(rf"^({_TS}) +\S+ +UTC adjustment: ([+-]?\d{{1,2}}:\d{{2}})", re.MULTILINE)
+_P_PAIR = re.compile(
+    rf"^({_TS}) +\S+ +This instance of SQL Server (last reported|has been) using a process ID of \d+ "
+    r"(?:at|since) (.+?) \(local\) (.+?) \(UTC\)", re.MULTILINE)
+_P_SERVER = re.compile(rf"^({_TS}) +\S+ +Server name is '([^']+)'", re.MULTILINE)
+_P_CYCLE = re.compile(rf"^({_TS}) +\S+ +(Attempting to cycle error log|The error log has been reinitialized)",
+                      re.MULTILINE)
+_P_BANNER = re.compile(rf"^({_TS}) +\S+ +(Microsoft SQL Server \d{{4}}[^\r\n]*)", re.MULTILINE)
+
+
+def prescan_errorlog(src: Source) -> InputEvidence:
+    """Instance names and time-zone anchors, by a few patterns over the text."""
+    ev = InputEvidence()
+    instances_from_params: list[str] = []
+    instance_dirs: list[str] = []
+    cycles: list[list[str]] = []
+    report = DecodeReport()
+    m = _INSTANCE_DIR.search(src.display_path + "/")
+    if m:
+        instance_dirs.append(m.group(1))
+    with src.open() as stream:
+        encoding = detect_encoding(stream.read(4096))
+        carry = ""
+        for chunk in iter_decoded(stream, encoding, report):
+            text = carry + chunk.replace("\r", "")
+            cut = text.rfind("\n")
+            if cut == -1:
+                carry = text
+                continue
+            text, carry = text[:cut + 1], text[cut + 1:]
+            _prescan_text(text, src, ev, instances_from_params, instance_dirs, cycles)
+        if carry:
+            _prescan_text(carry, src, ev, instances_from_params, instance_dirs, cycles)
+    server_name = ev.facts.get("server_name")
+    if server_name:
+        host, _, inst = server_name.partition("\\")
+        ev.host = host or None
+        ev.instance = inst or None
+    if ev.instance is None and instances_from_params:
+        ev.instance = instances_from_params[0]
+    if ev.instance is None and instance_dirs:
+        ev.instance = instance_dirs[0]
+    if ev.instance is None and (server_name or ev.facts.get("platform") == "linux"):
+        ev.instance = "MSSQLSERVER"  # a server name without \INSTANCE is the default instance
+    if cycles:
+        ev.facts["cycle_times"] = cycles
+    return ev
+
+
+def _prescan_text(text: str, src: Source, ev: InputEvidence, params: list[str], dirs: list[str],
+                  cycles: list[list[str]]) -> None:
+    for m in _P_ADJ.finditer(text):
+        local, offset = parse_local(m.group(1)), parse_offset(m.group(2))
+        if local is not None and offset is not None:
+            ev.anchors.append(TimeAnchor(local, offset, TZ_ERRORLOG_ADJUSTMENT, src.display_path))
+    for m in _P_PAIR.finditer(text):
+        offset = pair_offset(m.group(3), m.group(4))
+        if offset is None:
+            continue
+        if m.group(2) == "last reported":
+            # 17176 describes the previous run's last heartbeat: anchor there.
+            local = parse_pair_time(m.group(3))
+        else:
+            # 17177 is written periodically; it tells the offset when written.
+            local = parse_local(m.group(1))
+        if local is not None:
+            ev.anchors.append(TimeAnchor(local, offset, TZ_ERRORLOG_PAIR, src.display_path))
+    for m in _P_SERVER.finditer(text):
+        ev.facts.setdefault("server_name", m.group(2))
+    for m in _P_BANNER.finditer(text):
+        ev.facts.setdefault("version", m.group(2).strip())
+    for m in _PARAM_S.finditer(text):
+        params.append(m.group(1))
+    for m in _INSTANCE_DIR.finditer(text):
+        dirs.append(m.group(1))
+    for m in _P_CYCLE.finditer(text):
+        cycles.append([m.group(1), "cycle" if m.group(2).startswith("Attempting") else "reinit"])
+    if "/var/opt/mssql" in text:
+        ev.facts["platform"] = "linux"
+
+
+PARSER = ErrorlogParser()
