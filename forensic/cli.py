@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,13 +25,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 err_console = Console(stderr=True, highlight=False)
 
 
-class OutFormat(str, Enum):
+class OutFormat(StrEnum):
     parquet = "parquet"
     jsonl = "jsonl"
     csv = "csv"
 
 
-class EvtxEngine(str, Enum):
+class EvtxEngine(StrEnum):
     auto = "auto"
     rust = "rust"
     python = "python"
@@ -149,7 +149,10 @@ def findings(
     if as_json:
         sys.stdout.write(json.dumps([f.to_json() for f in result], indent=2, ensure_ascii=False) + "\n")
     else:
-        Console(highlight=False).print(findings_table(result))
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            console = Console(highlight=False, width=200)
+        console.print(findings_table(result))
 
 
 @app.command()

@@ -19,7 +19,6 @@ import parsers
 from parsers.base import SNIFF_BYTES
 
 
-
 def open_evidence(path: str):
     """Open evidence read-only, without updating its access time where allowed."""
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)

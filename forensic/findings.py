@@ -67,6 +67,7 @@ class Finding:
     event_count: int = 0
     why: list[str] = field(default_factory=list)
     evidence: list[dict[str, Any]] = field(default_factory=list)
+    database_names: set[str] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,19 +126,19 @@ def build_findings(path: str) -> list[Finding]:
         subject = next((f for f in SUBJECT_FLAGS if f in flags), flags[0])
         attrs = row["attributes"]
         attrs = json.loads(attrs) if isinstance(attrs, str) and attrs else (attrs or {})
-        obj = row["object_name"] if subject in PER_OBJECT else None
-        if subject == "clr_assembly_load" and not obj:
-            obj = row.get("database") and f"{row['database']} (database)"
+        obj = _subject_object(subject, row, attrs)
         key = ((row["host"] or "").upper(), (row["instance"] or "").upper(), subject, norm_object(obj))
         finding = groups.get(key)
         if finding is None:
             finding = groups[key] = Finding(
-                title=TITLES.get(subject, subject).format(obj=obj or "?"), severity="low", flags=[],
+                title=_title(subject, obj, row), severity="low", flags=[],
                 object_name=obj, host=row["host"], instance=row["instance"])
         finding.event_count += 1
         for f in flags:
             if f not in finding.flags:
                 finding.flags.append(f)
+        if row.get("database"):
+            finding.database_names.add(row["database"].lower())
         if row["source"] not in finding.sources:
             finding.sources.append(row["source"])
         for rule_id in attrs.get("rules", []):
@@ -155,7 +156,7 @@ def build_findings(path: str) -> list[Finding]:
         finding.evidence.append({"timestamp": ts, "source": row["source"], "source_file": row["source_file"],
                                  "source_record": row["source_record"],
                                  "message": (row["message"] or "").split("\n", 1)[0]})
-    out = list(groups.values())
+    out = _attach_appdomains(groups)
     for f in out:
         f.evidence.sort(key=lambda e: (e["timestamp"] is None, e["timestamp"] or "", e["source_file"],
                                        e["source_record"] or 0))
@@ -163,14 +164,63 @@ def build_findings(path: str) -> list[Finding]:
     return out
 
 
+def _subject_object(subject: str, row: dict[str, Any], attrs: dict[str, Any]) -> str | None:
+    """The object a finding is about (None: a behaviour of the instance)."""
+    if subject not in PER_OBJECT or row.get("object_type") == "config":
+        return None
+    if subject == "extended_procedure":
+        # 8128 names the procedure and the DLL; the DLL is the implant.
+        return attrs.get("dll") or row["object_name"]
+    if subject == "clr_assembly_load" and not row["object_name"]:
+        return f"{row['database']} (database)" if row.get("database") else None
+    return row["object_name"]
+
+
+def _title(subject: str, obj: str | None, row: dict[str, Any]) -> str:
+    if obj is None and subject == "startup_procedure":
+        return "Startup procedures enabled ('scan for startup procs')"
+    if obj is None and subject in PER_OBJECT:
+        return TITLES[subject].format(obj="(unnamed)")
+    return TITLES.get(subject, subject).format(obj=obj or "?")
+
+
+def _attach_appdomains(groups: dict[tuple, Finding]) -> list[Finding]:
+    """App-domain events name only a database; fold them into the finding of
+    the one user assembly seen loading in that database, when there is one."""
+    out = []
+    by_db: dict[tuple, list[Finding]] = {}
+    for (host, inst, subject, obj), f in groups.items():
+        if subject == "clr_assembly_load" and obj and not obj.endswith(" (database)"):
+            by_db.setdefault((host, inst), []).append(f)
+    for (host, inst, subject, obj), f in groups.items():
+        if subject == "clr_assembly_load" and obj and obj.endswith(" (database)"):
+            candidates = [a for a in by_db.get((host, inst), []) if a.database_names & {obj[:-11].lower()}]
+            if len(candidates) == 1:
+                target = candidates[0]
+                target.event_count += f.event_count
+                target.evidence.extend(f.evidence)
+                target.sources.extend(s for s in f.sources if s not in target.sources)
+                target.why.extend(w for w in f.why if w not in target.why)
+                target.flags.extend(x for x in f.flags if x not in target.flags)
+                if SEVERITY_RANK[f.severity] < SEVERITY_RANK[target.severity]:
+                    target.severity = f.severity
+                for ts in (f.first_seen, f.last_seen):
+                    if ts and (target.first_seen is None or ts < target.first_seen):
+                        target.first_seen = ts
+                    if ts and (target.last_seen is None or ts > target.last_seen):
+                        target.last_seen = ts
+                continue
+        out.append(f)
+    return out
+
+
 def findings_table(findings: list[Finding]) -> Table:
-    table = Table(title=f"{len(findings)} finding(s)", title_justify="left", show_lines=True)
+    table = Table(title=f"{len(findings)} finding(s)", title_justify="left")
     for col in ("severity", "finding", "host\\instance", "first seen (UTC)", "last seen (UTC)", "sources", "events"):
         table.add_column(col)
     style = {"high": "bold red", "medium": "yellow", "low": "cyan"}
     for f in findings:
-        why = ("\n" + f.why[0]) if f.why else ""
-        table.add_row(Text(f.severity, style=style[f.severity]), Text(f.title + why),
+        table.add_row(Text(f.severity, style=style[f.severity]), Text(f.title),
                       Text(f"{f.host or '?'}\\{f.instance or '?'}"), Text(f.first_seen or "-"),
                       Text(f.last_seen or "-"), Text(", ".join(f.sources)), str(f.event_count))
     return table

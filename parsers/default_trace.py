@@ -91,6 +91,11 @@ class _Window:
         buf_end = self.base + len(self.buf)
         if start >= self.base and end <= buf_end:
             return end
+        if start < self.base:
+            # Not needed by the reader's access pattern; kept correct for seekable streams.
+            self.stream.seek(start)
+            self.buf, self.base = b"", start
+            buf_end = start
         if start > buf_end:  # skip forward without keeping the bytes
             gap = start - buf_end
             while gap > 0:
@@ -210,30 +215,35 @@ def _plausible_class(event_class: int) -> bool:
 
 
 class _TraceReader:
-    """Frames one ``.trc`` stream into raw records, preamble tokens and warnings."""
+    """Frames one ``.trc`` stream into raw records, preamble tokens and warnings.
+
+    ``records()`` yields :class:`RawRecord` and :class:`ParseWarning`; every
+    dropped record is counted once, either in its own warning or in the
+    warning of the damaged region that holds it.
+    """
 
     def __init__(self, stream: BinaryIO, size: int, *, walk_all: bool = True):
         self.win = _Window(stream, size)
-        self.walk_all = walk_all  # False: only control records are walked (prescan)
+        self.walk_all = walk_all  # False: ordinary records are framed, not walked (prescan)
         self.header: TraceHeader | None = None
         self.preamble: list[tuple[int, bytes]] = []
         self.data_end: int | None = None
-        self.records_seen = 0
+        self.index = 0  # records framed so far (source_record of the next one)
         self.lost = 0
+        self._skip_start: int | None = None  # start of the damaged region being skipped
+        self._skip_lost = 0
 
     # header ---------------------------------------------------------------
 
     def read_header(self) -> ParseWarning | None:
         raw = self.win.bytes_at(0, L.HEADER_SIZE)
-        if len(raw) < 6:
-            return ParseWarning(f"file of {len(raw)} bytes is too short for a trace header", "offset 0x0")
-        tag, header_size, file_format = L.TOKEN_HEAD.unpack_from(raw[:3] + b"\0")[:1] + tuple(
-            int.from_bytes(raw[i:i + 2], "little") for i in (2, 4))
         tag = int.from_bytes(raw[:2], "little")
-        if tag != L.UNICODE_TAG:
-            return ParseWarning(f"not a SQL Server 2005+ trace header (tag 0x{tag:04x}); file not read", "offset 0x0")
+        if len(raw) < 2 or tag != L.UNICODE_TAG:
+            return ParseWarning(f"not a SQL Server 2005+ trace header (starts with {raw[:2].hex() or 'nothing'});"
+                                " file not read", "offset 0x0")
         if len(raw) < L.HEADER_SIZE:
-            return ParseWarning(f"trace header cut off: {len(raw)} of {L.HEADER_SIZE} bytes", "offset 0x0")
+            return ParseWarning(f"trace header cut off: {len(raw)} of {L.HEADER_SIZE} bytes; file not read",
+                                "offset 0x0")
         fields = L.Header.parse(raw)
         header = TraceHeader(
             file_format=fields.file_format,
@@ -245,23 +255,147 @@ class _TraceReader:
             server_name=L._Utf16Z.decode(fields.server_name),
             repeat_base=fields.repeat_base,
         )
-        if header.major and header.major < 9:
+        if fields.header_size != L.HEADER_SIZE or 0 < header.major < 9:
+            # SQL Server 2000 files have another header and a 4-byte begin-record
+            # payload; guessing at them would invent records.
             return ParseWarning(
-                f"SQL Server {header.version} trace (SQL Server 2000 or older): this layout is not supported;"
-                " file not read", "offset 0x0")
-        if header_size != L.HEADER_SIZE:
-            return ParseWarning(
-                f"unknown trace header variant: header size {header_size}, expected {L.HEADER_SIZE}; file not read",
-                "offset 0x2")
+                f"unsupported trace header (header size {fields.header_size}, version {header.version});"
+                " SQL Server 2000 and older traces are not supported; file not read", "offset 0x2")
         self.header = header
         return None
 
     # records --------------------------------------------------------------
 
+    def records(self) -> Iterator[RawRecord | ParseWarning]:
+        pos: int | None = L.HEADER_SIZE
+        while pos is not None:
+            pos = yield from self._step(pos)
+        if self._skip_start is not None:
+            yield self._end_skip(self.data_end if self.data_end is not None else self.win.size)
+
+    def _step(self, pos: int) -> Iterator[RawRecord | ParseWarning]:
+        win = self.win
+        avail = win.ensure(pos, pos + L.BEGIN_TOKEN_SIZE)
+        if avail <= pos:
+            return None
+        head = win.buf[pos - win.base:avail - win.base]
+        if head[0] == 0 and (len(head) == 1 or head[1] == 0):
+            return (yield from self._zeros(pos))
+        if head[:3] == L.BEGIN_MAGIC and len(head) == L.BEGIN_TOKEN_SIZE:
+            return (yield from self._record_at(pos, head))
+        if self.index == 0 and self._skip_start is None:
+            nxt = self._preamble_token(pos)
+            if nxt is not None:
+                return nxt
+        return self._skip(pos, pos + 1, lost=1)
+
+    def _zeros(self, pos: int) -> Iterator[ParseWarning]:
+        zero_end = self._zero_run_end(pos)
+        if zero_end >= self.win.size:
+            self.data_end = pos  # padding up to the end: how server files end
+            return None
+        if self.win.bytes_at(zero_end, 3) == L.BEGIN_MAGIC:
+            if self._skip_start is None:
+                yield ParseWarning(
+                    f"zero bytes from 0x{pos:x} to 0x{zero_end:x} between records; records may be missing there",
+                    f"offset 0x{pos:x}", lost_records=0, damaged=True)
+            return zero_end
+        return self._skip(pos, zero_end, lost=1)
+
+    def _record_at(self, pos: int, head: bytes) -> Iterator[RawRecord | ParseWarning]:
+        win = self.win
+        _tid, _n, event_class, length = L.BEGIN_TOKEN.unpack_from(head)
+        body = pos + L.BEGIN_TOKEN_SIZE
+        end = body + length
+        tokens: list[tuple[int, bytes]] | None = None
+        reason = ""
+        frame_sound = False  # the length field lands on the next begin-record token
+        if length > MAX_RECORD_LENGTH:
+            reason = f"record length {length} is larger than any valid record"
+        elif end > win.size:
+            reason = f"record length {length} runs past the end of the file (0x{win.size:x})"
+        else:
+            win.ensure(pos, end + 3)
+            frame_sound = win.bytes_at(end, 3) == L.BEGIN_MAGIC
+            if not self._next_ok(end):
+                reason = f"record length {length} does not end at a record boundary"
+            elif not self.walk_all and event_class < L.CONTROL_CLASS_MIN:
+                tokens = []  # prescan: a consistent frame is enough
+            else:
+                toks, _reached, problem = _walk(win.buf, body - win.base, end - win.base, False)
+                if problem is None:
+                    tokens = toks
+                else:
+                    reason = _PROBLEM_TEXT[problem]
+
+        kept_by_walk = False
+        if tokens is None:
+            # The length field and the tokens disagree: let the tokens decide.
+            limit = win.ensure(pos, body + FREE_WALK_LIMIT)
+            toks, reached, problem = _walk(win.buf, body - win.base, limit - win.base, True)
+            reached += win.base
+            at_eof = reached >= win.size
+            if problem is None and not at_eof and win.bytes_at(reached, 3) == L.BEGIN_MAGIC:
+                tokens, end, kept_by_walk = toks, reached, True
+            elif problem is None and at_eof and end < win.size:
+                tokens, end, kept_by_walk = toks, reached, True
+            else:
+                truncated = end > win.size and (at_eof or (problem == _CUT and limit >= win.size))
+                return (yield from self._drop(pos, event_class, reason, truncated, frame_sound, end,
+                                              reached if problem == _ZERO else None))
+
+        if self._skip_start is not None:
+            yield self._end_skip(pos)
+        if kept_by_walk:
+            yield ParseWarning(
+                f"record {self.index} at 0x{pos:x}: record-length field says {length} bytes but its tokens"
+                f" end after {end - body}; record kept", f"offset 0x{pos:x}", lost_records=0, damaged=True)
+        yield self._record(self.index, pos, event_class, tokens)
+        self.index += 1
+        return end
+
+    def _drop(self, pos: int, event_class: int, reason: str, truncated: bool, frame_sound: bool,
+              end: int, zero_at: int | None) -> Iterator[ParseWarning]:
+        """Count a record that cannot be kept and say where reading goes on."""
+        index = self.index
+        self.index += 1
+        in_region = self._skip_start is not None
+        if in_region:
+            self._skip_lost += 1
+        else:
+            self.lost += 1
+            what = "truncated: the file ends inside it" if truncated else f"unreadable ({reason})"
+            yield ParseWarning(f"record {index} ({N.event_name(event_class)}) at 0x{pos:x} is {what}; dropped",
+                               f"offset 0x{pos:x}", lost_records=1)
+        if frame_sound:
+            return end  # only this record is lost; the next one starts where its length says
+        if zero_at is not None:
+            return zero_at  # the record stops at zero bytes: let the zero-run logic judge them
+        found = self._find_begin(pos + 1)
+        if found is None and truncated and not in_region:
+            return None  # a cut-off last record: nothing else to report
+        return self._skip(pos + 1, pos + 1, lost=0, found=found)
+
+    def _skip(self, start: int, search_from: int, lost: int, found: int | None = -1) -> int | None:
+        """Open (or extend) a damaged region and find the next record."""
+        if self._skip_start is None:
+            self._skip_start, self._skip_lost = start, 0
+        self._skip_lost += lost
+        return self._find_begin(search_from) if found == -1 else found
+
+    def _end_skip(self, stop: int) -> ParseWarning:
+        start, lost = self._skip_start or 0, self._skip_lost
+        self._skip_start, self._skip_lost = None, 0
+        self.lost += lost
+        return ParseWarning(
+            f"bytes 0x{start:x}-0x{stop:x} ({stop - start} bytes) do not frame as trace records and were skipped"
+            + (f"; {lost} record(s) lost there" if lost else "; records may have been lost there"),
+            f"offset 0x{start:x}", lost_records=lost, damaged=True)
+
     def _next_ok(self, end: int) -> bool:
-        """Whether a record ending at ``end`` is followed by what a record may be followed by."""
+        """Whether ``end`` is where a record may end: the next record, zero padding or EOF."""
         nxt = self.win.bytes_at(end, 3)
-        return not nxt or nxt == L.BEGIN_MAGIC or nxt.strip(b"\0") == b""
+        return not nxt or nxt == L.BEGIN_MAGIC or not nxt.strip(b"\0")
 
     def _zero_run_end(self, pos: int) -> int:
         """First non-zero byte at or after ``pos``, or the end of the file."""
@@ -282,8 +416,7 @@ class _TraceReader:
             end = win.ensure(pos, pos + CHUNK)
             if end - pos < L.BEGIN_TOKEN_SIZE:
                 return None
-            rel = pos - win.base
-            limit = end - win.base
+            rel, limit = pos - win.base, end - win.base
             while True:
                 hit = win.buf.find(L.BEGIN_MAGIC, rel, limit)
                 if hit < 0 or hit + L.BEGIN_TOKEN_SIZE > limit:
@@ -293,8 +426,28 @@ class _TraceReader:
                 if _plausible_class(event_class) and length <= win.size - absolute - L.BEGIN_TOKEN_SIZE:
                     return absolute
                 rel = hit + 1
-            # keep the last bytes: a token may straddle the chunk boundary
+            # Overlap the next chunk by a token's length: a hit may straddle the boundary.
             pos = max(pos + 1, end - L.BEGIN_TOKEN_SIZE + 1)
+
+    def _preamble_token(self, pos: int) -> int | None:
+        """Take one Profiler preamble token (ids 0xFBxx-0xFFxx) at ``pos``."""
+        win = self.win
+        head = win.bytes_at(pos, 7)
+        if len(head) < 3:
+            return None
+        tid, n = L.TOKEN_HEAD.unpack_from(head)
+        if tid < 0xFB00 or tid == L.TRACE_BEGIN_RECORD:
+            return None
+        start = pos + 3
+        if n == L.LONG_ESCAPE:
+            if len(head) < 7:
+                return None
+            n = L.LONG_LENGTH.unpack_from(head, 3)[0]
+            start = pos + 7
+        if n > FREE_WALK_LIMIT or win.ensure(pos, start + n) < start + n:
+            return None
+        self.preamble.append((tid, win.buf[start - win.base:start + n - win.base]))
+        return start + n
 
     def _record(self, index: int, pos: int, event_class: int, tokens: list[tuple[int, bytes]]) -> RawRecord:
         rec = RawRecord(index, pos, event_class)
@@ -310,150 +463,6 @@ class _TraceReader:
             else:
                 columns[tid] = data
         return rec
-
-    def records(self) -> Iterator[RawRecord | ParseWarning]:
-        win = self.win
-        pos = L.HEADER_SIZE
-        index = 0
-        resync_start: int | None = None  # start of a damaged region being skipped
-        resync_lost = 0
-        while True:
-            end_avail = win.ensure(pos, pos + L.BEGIN_TOKEN_SIZE)
-            if end_avail <= pos:
-                break
-            head = win.buf[pos - win.base:end_avail - win.base]
-            if head[:2] == b"\0\0" or len(head) < 2:
-                zero_end = self._zero_run_end(pos)
-                if zero_end >= win.size:
-                    self.data_end = pos  # padding up to the end: the normal end of a server file
-                    break
-                if win.bytes_at(zero_end, 3) == L.BEGIN_MAGIC:
-                    yield ParseWarning(
-                        f"zero bytes from 0x{pos:x} to 0x{zero_end:x} between records; records may be missing there",
-                        f"offset 0x{pos:x}", lost_records=0, damaged=True)
-                    pos = zero_end
-                    continue
-                if resync_start is None:
-                    resync_start, resync_lost = pos, 1
-                found = self._find_begin(zero_end)
-                if found is None:
-                    break
-                pos = found
-                continue
-
-            if head[:3] != L.BEGIN_MAGIC or len(head) < L.BEGIN_TOKEN_SIZE:
-                if index == 0 and resync_start is None and pos >= L.HEADER_SIZE:
-                    # Profiler writes tokens outside any record before the first one.
-                    got = self._preamble_token(pos)
-                    if got is not None:
-                        pos = got
-                        continue
-                if resync_start is None:
-                    resync_start, resync_lost = pos, 1
-                found = self._find_begin(pos + 1)
-                if found is None:
-                    break
-                pos = found
-                continue
-
-            _tid, _n, event_class, length = L.BEGIN_TOKEN.unpack_from(head)
-            body = pos + L.BEGIN_TOKEN_SIZE
-            end = body + length
-            rec_tokens: list[tuple[int, bytes]] | None = None
-            reason: str
-            if length > MAX_RECORD_LENGTH:
-                reason = f"record length {length} exceeds any valid record"
-            elif end > win.size:
-                reason = f"record length {length} runs past the end of the file at 0x{win.size:x}"
-            else:
-                win.ensure(pos, end + 3)
-                if self._next_ok(end):
-                    if not self.walk_all and event_class < L.CONTROL_CLASS_MIN:
-                        rec_tokens = []  # framing only (prescan): the length field is consistent
-                        problem = None
-                    else:
-                        rec_tokens, reached, problem = _walk(win.buf, body - win.base, end - win.base, False)
-                        if problem is None and reached + win.base != end:
-                            problem = _CUT
-                    reason = _PROBLEM_TEXT.get(problem or "", "")
-                    if problem is not None:
-                        rec_tokens = None
-                else:
-                    reason = f"record length {length} does not end at a record boundary"
-
-            fallback_used = False
-            if rec_tokens is None:
-                # The length field and the tokens disagree: let the tokens decide.
-                limit = win.ensure(pos, body + FREE_WALK_LIMIT)
-                toks, reached, problem = _walk(win.buf, body - win.base, limit - win.base, True)
-                reached += win.base
-                if problem is None and reached < win.size and win.bytes_at(reached, 3) == L.BEGIN_MAGIC:
-                    rec_tokens, fallback_used, end = toks, True, reached
-                elif problem in (_CUT, None) and reached >= win.size or limit >= win.size and problem == _CUT:
-                    # The file ends inside this record: a copy taken while the server wrote it.
-                    if resync_start is not None:
-                        yield self._resync_warning(resync_start, pos, resync_lost)
-                        resync_start = None
-                    self.records_seen = index + 1
-                    self.lost += 1
-                    yield ParseWarning(
-                        f"record {index} ({N.event_name(event_class)}) at 0x{pos:x} is truncated: {reason};"
-                        " dropped", f"offset 0x{pos:x}", lost_records=1)
-                    return
-                    # (nothing can follow a truncated last record)
-
-            if rec_tokens is None:
-                index += 1
-                if resync_start is not None:
-                    resync_lost += 1
-                else:
-                    self.lost += 1
-                    yield ParseWarning(
-                        f"record {index - 1} ({N.event_name(event_class)}) at 0x{pos:x} is unreadable: {reason};"
-                        " dropped", f"offset 0x{pos:x}", lost_records=1)
-                if length <= MAX_RECORD_LENGTH and end <= win.size and win.bytes_at(end, 3) == L.BEGIN_MAGIC:
-                    pos = end  # the frame itself is sound: only this record is lost
-                    continue
-                if resync_start is None:
-                    resync_start, resync_lost = pos + 1, 0
-                found = self._find_begin(pos + 1)
-                if found is None:
-                    break
-                pos = found
-                continue
-
-            if resync_start is not None:
-                yield self._resync_warning(resync_start, pos, resync_lost)
-                resync_start = None
-            if fallback_used:
-                yield ParseWarning(
-                    f"record {index} at 0x{pos:x}: record-length field says {length} bytes but its tokens end"
-                    f" after {end - body}; record kept", f"offset 0x{pos:x}", lost_records=0, damaged=True)
-            yield self._record(index, pos, event_class, rec_tokens)
-            index += 1
-            pos = end
-        if resync_start is not None:
-            yield self._resync_warning(resync_start, win.size, resync_lost)
-        self.records_seen = index
-
-    def _resync_warning(self, start: int, stop: int, lost: int) -> ParseWarning:
-        self.lost += lost
-        return ParseWarning(
-            f"bytes 0x{start:x}-0x{stop:x} ({stop - start} bytes) do not frame as trace records and were skipped"
-            + (f"; {lost} record(s) lost there" if lost else "; records may have been lost there"),
-            f"offset 0x{start:x}", lost_records=lost, damaged=True)
-
-    def _preamble_token(self, pos: int) -> int | None:
-        end = self.win.ensure(pos, pos + FREE_WALK_LIMIT)
-        buf, base = self.win.buf, self.win.base
-        toks, reached, problem = _walk(buf, pos - base, end - base, True)
-        if not toks:
-            return None
-        # Keep whole tokens only; a damaged tail is handled by the caller.
-        self.preamble.append(toks[0])
-        head = L.TOKEN_HEAD.unpack_from(buf, pos - base)
-        size = 3 + (4 if head[1] == L.LONG_ESCAPE else 0) + len(toks[0][1])
-        return pos + size
 
 
 # --- decoding -----------------------------------------------------------------
@@ -579,7 +588,7 @@ def _filter_value(column_id: int, raw: bytes) -> Any:
 
 def _filters(struct_, data: bytes, with_logical: bool) -> list[dict[str, Any]] | dict[str, str]:
     parsed = _parse_or_hex(struct_, data)
-    if parsed is None or sum(6 + (1 if with_logical else 2) + len(f.value) for f in parsed) != len(data):
+    if parsed is None or sum((6 if with_logical else 7) + len(f.value) for f in parsed) != len(data):
         return {"raw": data.hex()}
     out = []
     for f in parsed:
@@ -701,7 +710,7 @@ class _Decoder:
         return resolved, missing
 
     def event(self, rec: RawRecord) -> Iterator[Event | ParseWarning]:
-        resolved, missing = self.resolve(rec) if rec.repeated else ([], [])
+        resolved, missing = self.resolve(rec)  # also when nothing is repeated: it feeds the cache
         ec = rec.event_class
         attrs: dict[str, Any] = {}
         values: dict[int, Any] = {}
@@ -744,7 +753,8 @@ class _Decoder:
         attrs["trace_server_name"] = self.header.server_name
 
         detail = None
-        if isinstance(text, str) and (ec in MESSAGE_EVENTS or ec == LOGIN_FAILED):
+        is_message = isinstance(text, str) and (ec in MESSAGE_EVENTS or ec == LOGIN_FAILED)
+        if is_message:
             body, extra, number = _message_body(text)
             attrs.update(extra)
             error = values.get(N.C_ERROR)
@@ -778,15 +788,15 @@ class _Decoder:
             attrs["start_time_raw"] = start_raw.hex()
 
         message = name + (f" ({sub_name})" if sub_name else "")
-        if object_type:
-            message += f" {object_type}"
-        if object_name:
-            message += f" {database}.{object_name}" if database else f" {object_name}"
+        if is_message:
+            pass  # the message text below names what the event is about
+        elif object_name:
+            message += (f" {object_type}" if object_type else "") + (
+                f" {database}.{object_name}" if database else f" {object_name}")
         elif database:
             message += f" {database}"
-        role = values.get(38)
-        if role:
-            message += f" role {role}"
+        if values.get(N.C_ROLE):
+            message += f" role {values[N.C_ROLE]}"
         if user:
             message += f" by {user}"
         if values.get(N.C_HOST):
@@ -852,7 +862,7 @@ class DefaultTraceParser:
         except OSError:
             return InputEvidence()
         _summarise_controls(facts, controls)
-        facts["records"] = reader.records_seen
+        facts["records"] = reader.index
         facts["lost_records"] = reader.lost
         if reader.data_end is not None:
             facts["data_end_offset"] = reader.data_end
