@@ -1,0 +1,59 @@
+"""The external merge gives exactly the order of one big sort."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import forensic.sorting as sorting
+from forensic.model import Event
+from forensic.schema import TIMELINE_SCHEMA, BatchBuilder
+
+BASE = datetime(2025, 1, 1, tzinfo=UTC)
+
+rows_strategy = st.lists(
+    st.tuples(st.one_of(st.none(), st.integers(0, 50)), st.sampled_from(["a", "b", "c", "d"]),
+              st.one_of(st.none(), st.integers(0, 30))),
+    min_size=0, max_size=300)
+
+
+def build(rows) -> dict[str, pa.Table]:
+    per_file: dict[str, list] = {}
+    for ts, f, rec in rows:
+        per_file.setdefault(f, []).append((ts, rec))
+    tables = {}
+    for f, items in per_file.items():
+        b = BatchBuilder(f, "0" * 64, size=10**9)
+        for ts, rec in items:
+            b.add(Event(source="errorlog", event_type="x", message="m",
+                        timestamp=None if ts is None else BASE + timedelta(seconds=ts), source_record=rec,
+                        tz_source="utc"))
+        tables[f] = pa.Table.from_batches([b.flush()])
+    return tables
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows_strategy, st.integers(1, 7))
+def test_merge_equals_full_sort(tmp_path_factory, rows, run_rows):
+    folder = tmp_path_factory.mktemp("runs")
+    old = (sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN)
+    sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN = 3, 3  # force tiny buffers and merge rounds
+    try:
+        paths = []
+        tables = build(rows)
+        for table in tables.values():
+            w = sorting.SortedRunWriter(str(folder), run_rows=run_rows)
+            for batch in table.to_batches(max_chunksize=2):
+                w.add(batch)
+            paths += w.close()
+        merged = list(sorting.merge_runs(paths, str(folder)))
+        got = pa.Table.from_batches(merged, schema=TIMELINE_SCHEMA) if merged else TIMELINE_SCHEMA.empty_table()
+    finally:
+        sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN = old
+    expected = sorting.sort_table(pa.concat_tables(list(tables.values()))) if tables else TIMELINE_SCHEMA.empty_table()
+    key = ["timestamp", "source_file", "source_record"]
+    assert got.select(key).to_pylist() == expected.select(key).to_pylist()
+    assert got.num_rows == len(rows)
