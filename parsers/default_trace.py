@@ -124,6 +124,7 @@ class RawRecord:
     index: int
     offset: int
     event_class: int
+    size: int  # bytes from the begin-record token to the next record
     columns: dict[int, bytes] = field(default_factory=dict)
     repeated: list[int] = field(default_factory=list)
     specials: list[tuple[int, bytes]] = field(default_factory=list)
@@ -163,6 +164,7 @@ _CUT = "cut"  # a token runs past the limit of the walk
 _ZERO = "zero"  # token id 0: padding or zeroed bytes
 _BEGIN = "begin"  # a begin-record token inside a record frame
 _HUGE = "huge"  # a 4-byte length above the 1 GB cap
+_ALIEN = "alien"  # tokens that no trace writer produces (checked when the length field is wrong)
 
 _unpack_head = L.TOKEN_HEAD.unpack_from
 _unpack_long = L.LONG_LENGTH.unpack_from
@@ -207,14 +209,32 @@ _PROBLEM_TEXT = {
     _ZERO: "zero bytes inside the record",
     _BEGIN: "the record-length field overlaps the next record",
     _HUGE: "a token claims more than the 1 GB column maximum",
+    _ALIEN: "the tokens are not trace columns",
 }
+
+
+def _plausible_tokens(tokens: list[tuple[int, bytes]]) -> bool:
+    """Whether tokens found without the length field's help look like one record.
+
+    Column ids stay below 128 (66 are defined); special ids are 0xFBxx/0xFxxx;
+    no column occurs twice.  Garbage walked as tokens fails this quickly.
+    """
+    seen = set()
+    for tid, _data in tokens:
+        if tid < 0x80:
+            if tid in seen:
+                return False
+            seen.add(tid)
+        elif not (tid >= 0xF000 or 0xFB00 <= tid < 0xFC00):
+            return False
+    return True
 
 
 def _plausible_class(event_class: int) -> bool:
     return 1 <= event_class < 0x400 or event_class >= L.CONTROL_CLASS_MIN
 
 
-class _TraceReader:
+class TraceReader:
     """Frames one ``.trc`` stream into raw records, preamble tokens and warnings.
 
     ``records()`` yields :class:`RawRecord` and :class:`ParseWarning`; every
@@ -317,11 +337,11 @@ class _TraceReader:
         else:
             win.ensure(pos, end + 3)
             frame_sound = win.bytes_at(end, 3) == L.BEGIN_MAGIC
-            if not self._next_ok(end):
-                reason = f"record length {length} does not end at a record boundary"
-            elif not self.walk_all and event_class < L.CONTROL_CLASS_MIN:
+            if not self.walk_all and event_class < L.CONTROL_CLASS_MIN and self._next_ok(end):
                 tokens = []  # prescan: a consistent frame is enough
             else:
+                # Tokens that fill the frame exactly make a good record, whatever
+                # follows it (damage after it is the next step's business).
                 toks, _reached, problem = _walk(win.buf, body - win.base, end - win.base, False)
                 if problem is None:
                     tokens = toks
@@ -334,6 +354,8 @@ class _TraceReader:
             limit = win.ensure(pos, body + FREE_WALK_LIMIT)
             toks, reached, problem = _walk(win.buf, body - win.base, limit - win.base, True)
             reached += win.base
+            if problem is None and not _plausible_tokens(toks):
+                problem = _ALIEN
             at_eof = reached >= win.size
             if problem is None and not at_eof and win.bytes_at(reached, 3) == L.BEGIN_MAGIC:
                 tokens, end, kept_by_walk = toks, reached, True
@@ -350,7 +372,7 @@ class _TraceReader:
             yield ParseWarning(
                 f"record {self.index} at 0x{pos:x}: record-length field says {length} bytes but its tokens"
                 f" end after {end - body}; record kept", f"offset 0x{pos:x}", lost_records=0, damaged=True)
-        yield self._record(self.index, pos, event_class, tokens)
+        yield self._record(self.index, pos, end - pos, event_class, tokens)
         self.index += 1
         return end
 
@@ -395,7 +417,8 @@ class _TraceReader:
     def _next_ok(self, end: int) -> bool:
         """Whether ``end`` is where a record may end: the next record, zero padding or EOF."""
         nxt = self.win.bytes_at(end, 3)
-        return not nxt or nxt == L.BEGIN_MAGIC or not nxt.strip(b"\0")
+        # A shorter ``nxt`` means the file ends there: a cut-off begin token still marks the boundary.
+        return L.BEGIN_MAGIC.startswith(nxt) or not nxt.strip(b"\0")
 
     def _zero_run_end(self, pos: int) -> int:
         """First non-zero byte at or after ``pos``, or the end of the file."""
@@ -449,8 +472,9 @@ class _TraceReader:
         self.preamble.append((tid, win.buf[start - win.base:start + n - win.base]))
         return start + n
 
-    def _record(self, index: int, pos: int, event_class: int, tokens: list[tuple[int, bytes]]) -> RawRecord:
-        rec = RawRecord(index, pos, event_class)
+    def _record(self, index: int, pos: int, size: int, event_class: int,
+                tokens: list[tuple[int, bytes]]) -> RawRecord:
+        rec = RawRecord(index, pos, event_class, size)
         columns = rec.columns
         for tid, data in tokens:
             if tid >= 0xF000 or 0xFB00 <= tid < 0xFC00:
@@ -838,8 +862,8 @@ class DefaultTraceParser:
         return len(head) >= 6 + len(L.PROVIDER_UTF16) and head[:2] == b"\xff\xfe" \
             and head[6:6 + len(L.PROVIDER_UTF16)] == L.PROVIDER_UTF16
 
-    def _reader(self, src: Source, stream: BinaryIO, walk_all: bool) -> _TraceReader:
-        return _TraceReader(stream, src.size, walk_all=walk_all)
+    def _reader(self, src: Source, stream: BinaryIO, walk_all: bool) -> TraceReader:
+        return TraceReader(stream, src.size, walk_all=walk_all)
 
     def prescan(self, src: Source) -> InputEvidence:
         """Header (server name -> host/instance) and every control record.

@@ -321,3 +321,18 @@ def build_columns(columns: Mapping[int, object], *, order: Iterable[int] | None 
     """Column tokens in ascending id order (server files) or in ``order`` (Profiler)."""
     ids = list(order) if order is not None else sorted(columns)
     return [build_token(cid, encode_value(cid, columns[cid])) for cid in ids]
+
+
+def build_start_record(when: datetime, events: Mapping[int, Iterable[int]], *, options: int = 2,
+                       max_size_mb: int = 20, stop_time: datetime | None = None,
+                       filters: Iterable[Mapping] | None = None) -> bytes:
+    """A trace-start control record as the server writes it (one 0xFFFC per event)."""
+    tokens = [build_token(14, systemtime_bytes(when)), build_traced_options(options, max_size_mb, stop_time)]
+    tokens += [build_traced_event(event_id, columns) for event_id, columns in events.items()]
+    if filters:
+        tokens.append(build_traced_filters(filters))
+    return build_record(CLASS_TRACE_START, tokens)
+
+
+def build_stop_record(when: datetime) -> bytes:
+    return build_record(CLASS_TRACE_STOP, [build_token(14, systemtime_bytes(when)), build_token(TRACE_STOP_MARK, b"")])
