@@ -389,7 +389,7 @@ def read_sqlcmd(text: TextIO, text_column: Any) -> Iterator[Row | ParseWarning]:
                 current = None
                 state = "seek"
             else:
-                cells = _split_sqlcmd(line, spans, sep, fixed, len(header))
+                cells = _split_sqlcmd(line, spans, sep, fixed, len(header), text_idx)
                 if cells is None and current is not None:
                     # Continuation of a multi-line value (raw line breaks).
                     fields, line_no = current
@@ -398,12 +398,10 @@ def read_sqlcmd(text: TextIO, text_column: Any) -> Iterator[Row | ParseWarning]:
                     continue
                 yield from flush()
                 if cells is None:
-                    cells = fold(line.split(sep) if sep != " " else line.split(), len(header), text_idx, sep)
-                    if cells is None:
-                        yield ParseWarning("line does not fit the column layout", f"line {lines.line}",
-                                           lost_records=1)
-                        prev = line
-                        continue
+                    yield ParseWarning("line does not fit the column layout", f"line {lines.line}",
+                                       lost_records=1)
+                    prev = line
+                    continue
                 current = (cells, lines.line)
                 prev = line
                 continue
@@ -434,15 +432,19 @@ def read_sqlcmd(text: TextIO, text_column: Any) -> Iterator[Row | ParseWarning]:
     yield from flush()
 
 
-def _split_sqlcmd(line: str, spans: list[tuple[int, int]], sep: str, fixed: bool,
-                  width: int) -> list[str] | None:
-    """Cells of one row line, or None when it cannot be a row start."""
+def _split_sqlcmd(line: str, spans: list[tuple[int, int]], sep: str, fixed: bool, width: int,
+                  text_idx: int | None) -> list[str] | None:
+    """Cells of one row line, or None when it cannot start a row."""
     if not fixed:
-        if sep == " ":
-            return None  # -W: caller splits on whitespace and folds
+        # -s separator, or -W (single spaces, no padding): split, then fold
+        # separators inside the free-text value back.  Fewer cells than
+        # columns means a line break inside a value.
         cells = line.split(sep)
-        return [c.strip() for c in cells] if len(cells) == width else None
-    if len(line.rstrip()) <= spans[-1][0] - 1 and len(spans) > 1:
+        if len(cells) < width:
+            return None
+        folded = fold(cells, width, text_idx, sep)
+        return [c.strip() for c in folded] if folded is not None else None
+    if len(spans) > 1 and len(line.rstrip()) <= spans[-1][0] - 1:
         return None
     for (_a, b) in spans[:-1]:
         if b < len(line) and line[b] != " ":
@@ -732,61 +734,68 @@ def _doctype_guard(event: str, el: Any) -> bool:
 def read_xml(text: TextIO) -> Iterator[Row | ParseWarning]:
     """FOR XML output and the collection script's output, as rows.
 
-    Rows are elements that carry column attributes (RAW/AUTO) or leaf
-    column elements (PATH, ELEMENTS), directly under the synthetic root or
+    Rows are elements that carry column attributes (RAW/AUTO) or column
+    child elements (PATH, ELEMENTS), directly under the synthetic root or
     one level deeper (under ROOT('x') or the collection's ``<result>``).
     """
     feed = _XmlFeed(unsplit(text), wrap="mssqlf_fragment")
     number = 0
     table = -1
-    context: dict[str, Any] = {}
+    marker: dict[str, Any] = {}
+    ended = False
     depth = 0
-    containers: dict[int, str | None] = {}  # id(depth-1 element) -> hint
+    # top-level container element -> (hint, context for its rows).  Keeping
+    # the element as key keeps lxml's proxy (and so its identity) alive.
+    containers: dict[Any, tuple[str | None, dict[str, Any]]] = {}
     first = True
     try:
         for event, el in safe_iterparse(feed):
             if first:
                 first = False
                 if _doctype_guard(event, el):
-                    yield ParseWarning("XML with a DTD refused (exports never carry one)", "line 1",
-                                       lost_records=0)
+                    yield ParseWarning("XML with a DTD refused (exports never carry one)", "line 1")
                     return
             if event == "start":
                 depth += 1
                 if depth == 2:
                     tag = _local(el.tag)
                     if tag == COLLECT_MARKER:
-                        context = _plain_attrs(el)
+                        marker = _plain_attrs(el)
+                    elif tag == "mssqlf_end":
+                        ended = True
                     elif tag == "result" and el.get("view"):
-                        containers[id(el)] = el.get("view")
+                        attrs = _plain_attrs(el)
+                        containers[el] = (attrs.pop("view"), {**marker, **attrs})
                         table += 1
                 continue
             depth -= 1
-            if depth == 2:
+            if depth == 2:  # an element two levels down: a row inside a container
                 parent = el.getparent()
-                if parent is not None and _local(parent.tag) == COLLECT_MARKER:
-                    # Rows are the marker's result elements' children; nothing here.
+                if _is_leaf(el) or parent is None or _local(parent.tag) in (COLLECT_MARKER, "mssqlf_end"):
                     continue
-                if not _is_leaf(el):
-                    if id(parent) not in containers:
-                        containers[id(parent)] = _local(parent.tag)
-                        table += 1
-                    number += 1
-                    yield Row(_xml_row_values(el), number, f"row {number} (element <{_local(el.tag)}>)",
-                              table, containers[id(parent)] or _local(el.tag), dict(context))
-                    _release(el)
-            elif depth == 1:
+                if parent not in containers:
+                    containers[parent] = (_local(parent.tag), dict(marker))
+                    table += 1
+                hint, context = containers[parent]
+                number += 1
+                yield Row(_xml_row_values(el), number, f"row {number} (element <{_local(el.tag)}>)",
+                          table, hint or _local(el.tag), context)
+                _release(el)
+            elif depth == 1:  # a top-level element: a row itself, unless a container
                 tag = _local(el.tag)
-                if id(el) in containers or tag in (COLLECT_MARKER, "mssqlf_end"):
-                    containers.pop(id(el), None)
-                elif not _is_leaf(el):
+                if el in containers:
+                    del containers[el]
+                elif tag not in (COLLECT_MARKER, "mssqlf_end") and not _is_leaf(el):
                     table = max(table, 0)
                     number += 1
                     yield Row(_xml_row_values(el), number, f"row {number} (element <{tag}>)", table, tag,
-                              dict(context))
+                              dict(marker))
                 _release(el)
     except etree.XMLSyntaxError as exc:
         yield ParseWarning(f"XML damaged or cut: {exc}", f"row {number + 1}", lost_records=1)
+    if marker and not ended:
+        yield ParseWarning("collection output has no <mssqlf_end/>: the file was cut or the collection "
+                           "stopped early", f"row {number}", damaged=True)
     if feed.bad_charrefs:
         yield ParseWarning(f"{feed.bad_charrefs} reference(s) to characters XML forbids replaced by U+FFFD",
                            None, damaged=False)
