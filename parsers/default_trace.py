@@ -26,10 +26,12 @@ offset, which stays exact even after damage.
 
 from __future__ import annotations
 
+import codecs
 import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import PurePath
 from typing import Any, BinaryIO
 
@@ -166,6 +168,7 @@ _BEGIN = "begin"  # a begin-record token inside a record frame
 _HUGE = "huge"  # a 4-byte length above the 1 GB cap
 _ALIEN = "alien"  # tokens that no trace writer produces (checked when the length field is wrong)
 
+_utf16_decode = codecs.utf_16_le_decode
 _unpack_head = L.TOKEN_HEAD.unpack_from
 _unpack_long = L.LONG_LENGTH.unpack_from
 
@@ -475,6 +478,10 @@ class TraceReader:
     def _record(self, index: int, pos: int, size: int, event_class: int,
                 tokens: list[tuple[int, bytes]]) -> RawRecord:
         rec = RawRecord(index, pos, event_class, size)
+        columns = dict(tokens)
+        if len(columns) == len(tokens) and (not columns or max(columns) < 0xFB00):
+            rec.columns = columns  # the usual case: only column tokens, each once
+            return rec
         columns = rec.columns
         for tid, data in tokens:
             if tid >= 0xF000 or 0xFB00 <= tid < 0xFC00:
@@ -492,6 +499,7 @@ class TraceReader:
 # --- decoding -----------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)  # a trace repeats a few logins' SIDs thousands of times
 def _sid_text(raw: bytes) -> str:
     """A Windows SID as ``S-1-5-21-...``; other logins' SIDs (``sa`` = 0x01, SQL logins) as hex."""
     if len(raw) >= 8 and raw[0] == 1 and len(raw) == 8 + 4 * raw[1]:
@@ -501,23 +509,47 @@ def _sid_text(raw: bytes) -> str:
     return "0x" + raw.hex()
 
 
-def decode_value(column_id: int, raw: bytes) -> Any:
-    """A column value as a JSON-friendly Python value; odd sizes stay hex."""
-    kind = N.COLUMN_TYPES.get(column_id)
-    if kind in (N.INT, N.BIGINT):
-        # Trust the stored length, not the documented type (trc-format.md 7.1).
-        if len(raw) in (1, 2, 4, 8):
-            return int.from_bytes(raw, "little", signed=True)
-    elif kind == N.TEXT:
-        return raw.decode("utf-16-le", errors="replace")
-    elif kind == N.TIME:
-        if len(raw) == 16:
-            return L.format_systemtime(L.SYSTEMTIME.unpack(raw))
-    elif kind == N.IMAGE:
-        return _sid_text(raw) if column_id in N.SID_COLUMNS else raw.hex()
-    elif kind == N.GUID and len(raw) == 16:
-        return str(uuid.UUID(bytes_le=raw))
+def _int(raw: bytes) -> int | str:
+    # Trust the stored length, not the documented type (trc-format.md 7.1).
+    return int.from_bytes(raw, "little", signed=True) if len(raw) in (1, 2, 4, 8) else raw.hex()
+
+
+def _text(raw: bytes) -> str:
+    # errors="replace": odd lengths and lone surrogates must not reach the writers.
+    # The codec function directly: bytes.decode() has no C fast path for UTF-16-LE.
+    return _utf16_decode(raw, "replace")[0]
+
+
+def _time(raw: bytes) -> str:
+    return L.format_systemtime(L.SYSTEMTIME.unpack(raw)) if len(raw) == 16 else raw.hex()
+
+
+def _guid(raw: bytes) -> str:
+    return str(uuid.UUID(bytes_le=raw)) if len(raw) == 16 else raw.hex()
+
+
+def _hex(raw: bytes) -> str:
     return raw.hex()
+
+
+_BY_TYPE = {N.INT: _int, N.BIGINT: _int, N.TEXT: _text, N.TIME: _time, N.IMAGE: _hex, N.GUID: _guid}
+# Column id -> decoder, looked up once per value instead of branching on the type.
+_DECODERS = {cid: (_sid_text if cid in N.SID_COLUMNS else _BY_TYPE[kind]) for cid, kind in N.COLUMN_TYPES.items()}
+
+
+@lru_cache(maxsize=1024)  # the same few 0xFFF3 lists recur on every record
+def _column_keys_cached(ids: tuple[int, ...]) -> tuple[str, ...]:
+    return tuple(N.COLUMN_KEYS.get(c) or f"column_{c}" for c in ids)
+
+
+def _column_keys(ids: tuple[int, ...]) -> list[str]:
+    return list(_column_keys_cached(ids))
+
+
+def decode_value(column_id: int, raw: bytes) -> Any:
+    """A column value as a JSON-friendly Python value; unknown columns and odd sizes stay hex."""
+    decoder = _DECODERS.get(column_id)
+    return decoder(raw) if decoder is not None else raw.hex()
 
 
 _ERRORLOG_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2,3} (?P<src>\S+)\s+")
@@ -546,7 +578,8 @@ def _message_body(text: str) -> tuple[str, dict[str, Any], int | None]:
 
 
 def _short(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
+    """First line of a text, cut to MESSAGE_TEXT_LIMIT (the full text stays in attributes)."""
+    line = text[:MESSAGE_TEXT_LIMIT * 2].strip().partition("\n")[0].rstrip("\r")
     return line if len(line) <= MESSAGE_TEXT_LIMIT else line[:MESSAGE_TEXT_LIMIT] + "..."
 
 
@@ -736,13 +769,13 @@ class _Decoder:
     def event(self, rec: RawRecord) -> Iterator[Event | ParseWarning]:
         resolved, missing = self.resolve(rec)  # also when nothing is repeated: it feeds the cache
         ec = rec.event_class
-        attrs: dict[str, Any] = {}
+        decoder, keys = _DECODERS.get, N.COLUMN_KEYS.get
         values: dict[int, Any] = {}
         for cid, raw in rec.columns.items():
-            value = decode_value(cid, raw)
-            values[cid] = value
-            if cid != N.C_START:
-                attrs[N.COLUMN_KEYS.get(cid, f"column_{cid}")] = value
+            if cid != N.C_START:  # StartTime becomes local_time/local_text below
+                f = decoder(cid)
+                values[cid] = f(raw) if f is not None else raw.hex()
+        attrs: dict[str, Any] = {keys(cid) or f"column_{cid}": v for cid, v in values.items()}
         subclass = values.get(N.C_SUBCLASS) if isinstance(values.get(N.C_SUBCLASS), int) else None
         name = N.event_name(ec)
         sub_name = N.subclass_name(ec, subclass)
@@ -764,17 +797,15 @@ class _Decoder:
             # One field for rules that need database and name together.
             attrs["qualified_name"] = f"{database}.{object_name}"
         if resolved:
-            attrs["repeated_columns"] = [N.COLUMN_KEYS.get(c, str(c)) for c in resolved]
+            attrs["repeated_columns"] = _column_keys(tuple(resolved))
         if missing:
-            attrs["unresolved_repeated_columns"] = [N.COLUMN_KEYS.get(c, str(c)) for c in missing]
+            attrs["unresolved_repeated_columns"] = _column_keys(tuple(missing))
         for tid, data in rec.specials:
             attrs.setdefault("special_tokens", []).append(
                 {"id": f"0x{tid:04x}", "name": L.SPECIAL_NAMES.get(tid, "unknown"), "data": data.hex()})
         if rec.duplicates:
             attrs["duplicate_columns"] = [{"column": c, "data": d.hex()} for c, d in rec.duplicates]
         attrs["offset"] = rec.offset
-        attrs["trace_writer"] = self.header.writer
-        attrs["trace_server_name"] = self.header.server_name
 
         detail = None
         is_message = isinstance(text, str) and (ec in MESSAGE_EVENTS or ec == LOGIN_FAILED)

@@ -10,6 +10,7 @@ back to the number itself.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Value types, decided by column id (sys.trace_columns.type_name).
 INT, BIGINT, TEXT, TIME, IMAGE, GUID = "int", "bigint", "text", "time", "image", "guid"
@@ -162,6 +163,7 @@ def subclass_name(event_class: int, subclass: int | None) -> str | None:
     return SUBCLASS_NAMES.get(event_class, {}).get(subclass)
 
 
+@lru_cache(maxsize=4096)  # a handful of (class, subclass) pairs per file; snake() is regex work
 def event_type(event_class: int, subclass: int | None) -> str:
     """The lower_snake ``event_type`` of a trace event class."""
     if event_class == 18 and subclass in _SERVER_STATE:
@@ -199,6 +201,7 @@ OBJECT_TYPE_NAMES: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=4096)
 def object_type_code(value: int) -> str | None:
     """ObjectType int -> sys.objects-style code: 8277 -> ``U``, 21313 -> ``AS``.
 
