@@ -283,7 +283,18 @@ class Prefilter:
         self.binary = re.compile(b"|".join(forms), re.IGNORECASE) if needles else None
 
     def text_hit(self, text: str) -> bool:
-        return self.text is None or self.text.search(text) is not None
+        if self.text is None:
+            return True
+        # SQL servers are often named after SQL Server (MSSQL01): the
+        # Computer value must not make every record of the host a candidate.
+        start = text.find('"Computer":"')
+        if start < 0:
+            return self.text.search(text) is not None
+        end = text.find('"', start + 12)
+        return self.text.search(text, 0, start) is not None or self.text.search(text, end) is not None
+
+    def literal_hit(self, texts: Iterable[str]) -> bool:
+        return self.text is None or any(self.text.search(t) for t in texts)
 
     def bytes_hit(self, buf: bytes, start: int, end: int) -> bool:
         return self.binary is None or self.binary.search(buf, start, end) is not None
@@ -450,16 +461,42 @@ class _PythonChunkReader:
             return None
         return int.from_bytes(self.data[ofs + 6:ofs + 10], "little")
 
+    def template_span(self, offset: int) -> tuple[int, int]:
+        """Where the template definition at ``offset`` lies in the chunk."""
+        if offset + 0x18 > len(self.data):
+            return offset, offset
+        length = int.from_bytes(self.data[offset + 0x14:offset + 0x18], "little")
+        return offset, min(offset + 0x18 + length, len(self.data))
+
     def template_hit(self, offset: int, prefilter: Prefilter) -> bool:
+        """Does a needle occur in the template's literal text (Computer excepted)?
+
+        Classic events and many others carry Provider, Channel and Computer
+        as literals in the template rather than as values in the record.
+        """
         hit = self.template_hits.get(offset)
         if hit is None:
-            if offset + 0x18 > len(self.data):
-                hit = False
+            try:
+                tree = self._tree(offset, None)
+            except Exception:  # noqa: BLE001 - undecodable template: let the record be decoded (and fail there)
+                hit = True
             else:
-                length = int.from_bytes(self.data[offset + 0x14:offset + 0x18], "little")
-                hit = prefilter.bytes_hit(self.data, offset, min(offset + 0x18 + length, len(self.data)))
+                hit = prefilter.literal_hit(_literals(tree))
             self.template_hits[offset] = hit
         return hit
+
+    def prefilter_hit(self, pos: int, size: int, prefilter: Prefilter) -> bool:
+        offset = self.template_offset(pos)
+        if offset is None:
+            return prefilter.bytes_hit(self.data, pos, pos + size)
+        start, end = self.template_span(offset)
+        if pos <= start < pos + size:
+            # The template is defined inside this record: its literals are
+            # judged by template_hit, not as raw bytes (the Computer name).
+            hit = prefilter.bytes_hit(self.data, pos, start) or prefilter.bytes_hit(self.data, end, pos + size)
+        else:
+            hit = prefilter.bytes_hit(self.data, pos, pos + size)
+        return hit or self.template_hit(offset, prefilter)
 
     def record(self, pos: int) -> EvtxRecord:
         from Evtx.Nodes import RootNode
@@ -473,12 +510,16 @@ class _PythonChunkReader:
     def _render(self, root, depth: int) -> list:
         if depth > 8:
             raise ValueError("binary XML nested too deeply")
-        offset = root.template_instance().template_offset()
+        tree = self._tree(root.template_instance().template_offset(), root)
+        return self._instantiate(tree, root.substitutions(), depth)
+
+    def _tree(self, offset: int, root) -> list:
         tree = self.trees.get(offset)
         if tree is None:
-            tree = self._light(root.template().children())
+            template = root.template() if root is not None else self.chunk.templates()[offset]
+            tree = self._light(template.children())
             self.trees[offset] = tree
-        return self._instantiate(tree, root.substitutions(), depth)
+        return tree
 
     def _light(self, nodes) -> list:
         """Template nodes -> ('E', name, attrs, content) / ('T', text) / ('S', index)."""
@@ -590,6 +631,19 @@ def _chunk_class():
             pass
 
     return _Chunk
+
+
+def _literals(tree: list, skip: str = "Computer") -> Iterator[str]:
+    """Literal texts of a light template tree (names and values), except one element's."""
+    for item in tree:
+        if item[0] == "T":
+            yield item[1]
+        elif item[0] == "E" and item[1] != skip:
+            yield item[1]
+            for name, parts in item[2]:
+                yield name
+                yield from _literals(parts, skip)
+            yield from _literals(item[3], skip)
 
 
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
@@ -820,27 +874,25 @@ def python_chunk_records(tally: Tally, prefilter: Prefilter, stats: ReadStats,
         if number in tally.seen:
             tally.problems.append(f"record number {number} appears twice; second copy at offset 0x{chunk.offset + pos:x} ignored")
             continue
-        if prefilter.active and not prefilter.bytes_hit(chunk.data, pos, pos + size):
-            offset = reader.template_offset(pos)
-            if offset is None or not reader.template_hit(offset, prefilter):
-                tally.seen.add(number)
-                stats.records_read += 1
-                stats.prefilter_skipped += 1
+        rec = None
+        if not prefilter.active or reader.prefilter_hit(pos, size, prefilter):
+            try:
+                rec = reader.record(pos)
+            except Exception as exc:  # noqa: BLE001 - one bad record never ends the chunk
+                tally.problems.append(f"record {number} at offset 0x{chunk.offset + pos:x} could not be decoded: {_short(exc)}")
                 continue
-        try:
-            rec = reader.record(pos)
-        except Exception as exc:  # noqa: BLE001 - one bad record never ends the chunk
-            tally.problems.append(f"record {number} at offset 0x{chunk.offset + pos:x} could not be decoded: {_short(exc)}")
-            continue
+        else:
+            stats.prefilter_skipped += 1
         tally.seen.add(number)
         stats.records_read += 1
-        rec.header_record = number
-        rec.chunk = chunk.index
         if skip is not None:
-            rec.salvaged = True
             tally.salvaged += 1
             stats.records_salvaged += 1
-        yield rec
+        if rec is not None:
+            rec.header_record = number
+            rec.chunk = chunk.index
+            rec.salvaged = skip is not None
+            yield rec
 
 
 def _short(exc: BaseException) -> str:
