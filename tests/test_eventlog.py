@@ -142,7 +142,7 @@ def test_prefilter_changes_nothing_but_cost(parsed, engine):
 
 
 def test_common_columns(parsed):
-    for (name, _engine), (events, _w, _s) in parsed.items():
+    for events, _w, _s in parsed.values():
         for ev in events:
             assert ev.source == "evtx"
             assert ev.tz_source == "utc"
