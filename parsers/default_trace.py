@@ -306,6 +306,15 @@ class TraceReader:
             return (yield from self._zeros(pos))
         if head[:3] == L.BEGIN_MAGIC and len(head) == L.BEGIN_TOKEN_SIZE:
             return (yield from self._record_at(pos, head))
+        if len(head) < L.BEGIN_TOKEN_SIZE and L.BEGIN_MAGIC.startswith(head[:3]):
+            # The file ends inside a begin-record token: a copy of a file being written.
+            if self._skip_start is not None:
+                yield self._end_skip(pos)
+            self.lost += 1
+            self.index += 1
+            yield ParseWarning(f"record {self.index - 1} at 0x{pos:x} is truncated: the file ends inside its"
+                               " begin-record token; dropped", f"offset 0x{pos:x}", lost_records=1)
+            return None
         if self.index == 0 and self._skip_start is None:
             nxt = self._preamble_token(pos)
             if nxt is not None:
@@ -958,8 +967,8 @@ def _summarise_controls(facts: dict[str, Any], controls: list[dict[str, Any]]) -
         if control["kind"] == "trace_start" and "trace_start_time" not in facts:
             facts["trace_start_time"] = control.get("time")
             for key in ("options", "option_flags", "max_file_size_mb", "stop_time", "filters", "traced_events"):
-                if key in control:
-                    facts[f"trace_{key}" if not key.startswith("trace") else key] = control[key]
+                if key in control:  # lifted, not repeated: the event list alone is 34 entries
+                    facts[f"trace_{key}" if not key.startswith("trace") else key] = control.pop(key)
         elif control["kind"] == "trace_stop":
             facts["trace_stopped_at"] = control.get("time")
     if controls:

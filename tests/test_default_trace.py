@@ -420,6 +420,8 @@ def test_truncation_inside_begin_token_or_header_of_last_record(cut):
     events, warnings = run(source(trace.data()[:offsets[3] + cut]))
     assert [e.object_name for e in events] == ["asm0", "asm1"]
     assert damage(warnings) == (True, 1)
+    assert len(warnings) == 1 and "truncated" in warnings[0].message
+    assert warnings[0].position == f"offset 0x{offsets[3]:x}"
 
 
 def test_token_length_past_end_of_record():
