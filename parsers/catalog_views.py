@@ -132,6 +132,26 @@ def known_column_count(names: Iterable[str]) -> int:
     return sum(1 for n in names if _ALIASES.get(norm_key(n)) not in (None, *_CONTEXT))
 
 
+def header_recognised(names: list[str]) -> bool:
+    """Do these column names make a catalog export's header?
+
+    Two catalog-specific columns are enough; with one, every column must be
+    known (``name,dll`` from sp_helpextendedproc) and the set must name a view.
+    """
+    if len(names) < 2:
+        return False
+    distinctive = known_column_count(names)
+    if distinctive >= 2:
+        return True
+    if distinctive == 0:
+        return False
+    keys = [norm_key(n) for n in names]
+    if not all(k in _ALIASES or k in _NOISE for k in keys):
+        return False
+    rec, _ = canonical(dict.fromkeys(names, ""))
+    return recognise(set(rec)) is not None
+
+
 def canonical(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(canonical name -> value, other columns -> value); noise dropped."""
     rec: dict[str, Any] = {}
@@ -307,6 +327,25 @@ def _validator(column: str) -> re.Pattern[str] | None:
                                              "value_in_use", "permission_set", "parent_class"):
         return _INT
     return None
+
+
+def row_start(names: list[str], fields: list[str]) -> bool:
+    """Can ``fields`` begin a row of columns ``names``?  Typed columns must fit.
+
+    Used to tell a new row from the continuation of an unquoted multi-line
+    value.  Only the columns before the free-text column are tested when the
+    record is longer than the header (unquoted separators shift the rest).
+    """
+    if len(fields) < len(names):
+        return False
+    text_idx = free_text_column(names)
+    limit = len(names) if len(fields) == len(names) or text_idx is None else text_idx
+    for name, value in list(zip(names, fields, strict=False))[:limit]:
+        check = _validator(_ALIASES.get(norm_key(name), name))
+        value = value.strip()
+        if check is not None and value not in ("", "NULL") and not check.search(value):
+            return False
+    return True
 
 
 def match_layout(fields: list[str]) -> str | None:
@@ -815,13 +854,14 @@ def _assembly_module(rec: dict[str, Any], state: FileState) -> Subject:
 
 def _configuration(rec: dict[str, Any], state: FileState) -> Subject:
     attrs: dict[str, Any] = {}
+    # dbatools: Name is SMO's property name, DisplayName the sp_configure name.
+    smo = next((n for n in (text_of(rec.get("name")), text_of(rec.get("smo_config_name")))
+                if n and " " not in n and norm_key(n) in _SMO_CONFIG), None)
     name = text_of(rec.get("config_name")) or text_of(rec.get("name"))
-    smo = text_of(rec.get("smo_config_name"))
-    if name and norm_key(name) in _SMO_CONFIG and " " not in name:
-        attrs["smo_name"] = name
-        name = _SMO_CONFIG[norm_key(name)]
-    elif not name and smo:
-        name = _SMO_CONFIG.get(norm_key(smo), smo)
+    if smo:
+        attrs["smo_name"] = smo
+        if not text_of(rec.get("config_name")):
+            name = _SMO_CONFIG[norm_key(smo)]
     value = text_of(rec.get("value"))
     in_use = text_of(rec.get("value_in_use"))
     for key, val in (("value", value), ("value_in_use", in_use)):

@@ -41,7 +41,7 @@ from typing import Any, BinaryIO, TextIO
 from lxml import etree
 
 from forensic.model import ParseWarning
-from parsers.catalog_views import HEADERLESS_LAYOUTS, known_column_count, match_layout
+from parsers.catalog_views import HEADERLESS_LAYOUTS, header_recognised, known_column_count, match_layout
 from parsers.textio import detect_encoding
 
 # Marker element/keys written by forensic/collect/collect_master.sql.
@@ -156,7 +156,7 @@ def detect_shape(text: str) -> Shape | None:
             return Shape("delimited", _delimiter(lines[0]))
         return None
     if len(lines) >= 2 and _DASHES.match(lines[1].rstrip()) and "-" in lines[1]:
-        if known_column_count(_sqlcmd_header(lines[0], lines[1])) >= 2:
+        if header_recognised(_sqlcmd_header(lines[0], lines[1])):
             return Shape("sqlcmd")
         return None
     if _header_fields(lines[0]):
@@ -213,7 +213,7 @@ def _header_fields(line: str) -> list[str] | None:
     fields = next(csv.reader([line], delimiter=delim), [])
     if len(fields) < 2:
         return None
-    return fields if known_column_count(fields) >= 2 else None
+    return fields if header_recognised([f.strip() for f in fields]) else None
 
 
 def _sqlcmd_header(header: str, dashes: str) -> list[str]:
@@ -261,6 +261,7 @@ class _Lines:
     def __init__(self, stream: Iterable[str]):
         self._it = iter(stream)
         self.line = 0
+        self.last = ""
 
     def __iter__(self) -> _Lines:
         return self
@@ -268,11 +269,33 @@ class _Lines:
     def __next__(self) -> str:
         value = next(self._it)
         self.line += 1
+        self.last = value
         return value
 
 
-def read_delimited(text: TextIO, shape: Shape, text_column: Any) -> Iterator[Row | ParseWarning]:
-    """CSV/TSV rows.  ``text_column(names)`` gives the free-text column index."""
+def _records(reader: Any, lines: _Lines) -> Iterator[tuple[int, list[str]] | ParseWarning]:
+    while True:
+        start = lines.line + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield ParseWarning(f"CSV syntax error: {exc}", f"line {start}", lost_records=1)
+            continue
+        yield start, fields
+
+
+def read_delimited(text: TextIO, shape: Shape, text_column: Any, row_start: Any) -> Iterator[Row | ParseWarning]:
+    """CSV/TSV rows.
+
+    ``text_column(names)`` gives the free-text column's index;
+    ``row_start(names, fields)`` says whether a physical record can begin a
+    row (its typed columns hold values of their type).  Records that cannot
+    are continuation lines of an unquoted multi-line value (SSMS with
+    "Retain CR/LF", no quoting) and are joined to the row before; surplus
+    fields from unquoted separators are folded into the free-text column.
+    """
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     lines = _Lines(text)
@@ -282,48 +305,21 @@ def read_delimited(text: TextIO, shape: Shape, text_column: Any) -> Iterator[Row
         header = list(HEADERLESS_LAYOUTS[shape.layout or ""].columns)
     text_idx: int | None = text_column(header) if header else None
     number = 0
-    pending: tuple[list[str], int] | None = None
-    while True:
-        start = lines.line + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            yield ParseWarning(f"CSV syntax error: {exc}", f"line {start}", lost_records=1)
-            continue
-        if header is None:
-            if fields and _TYPE_LINE.match(fields[0]) and len(fields) == 1 or (fields and fields[0].startswith("#TYPE ")):
-                continue  # PowerShell 5.1 type line; Import-Csv skips it too
-            if not fields or not any(f.strip() for f in fields):
-                continue
-            header = [f.strip() for f in fields]
-            text_idx = text_column(header)
-            continue
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
-            continue
-        if _ROWS_AFFECTED.match(",".join(fields)):
-            continue  # sqlcmd -s"," output ends with this line
+    pending: tuple[int, list[str]] | None = None
+    # Quoted CSV (PowerShell, Azure Data Studio) keeps line breaks inside
+    # quotes; only unquoted exports (SSMS defaults) need continuation joining.
+    quoted: bool | None = None
+
+    def emit(start: int, fields: list[str]) -> Iterator[Row | ParseWarning]:
+        nonlocal number
+        assert header is not None
         width = len(header)
-        if len(fields) < width and text_idx is not None:
-            # A line break inside an unquoted free-text value (SSMS with
-            # "Retain CR/LF" on): join the following physical lines.
-            merged = fields
-            while len(merged) < width:
-                try:
-                    more = next(reader)
-                except StopIteration:
-                    break
-                except csv.Error:
-                    break
-                merged = [*merged[:-1], merged[-1] + "\n" + (more[0] if more else ""), *more[1:]]
-            fields = merged
         if len(fields) > width:
             folded = fold(fields, width, text_idx, shape.delimiter)
             if folded is None:
                 yield ParseWarning(f"row has {len(fields)} fields, header has {width}; extra fields kept "
                                    "as 'extra_fields'", f"line {start}", damaged=False)
-                values = dict(zip(header, fields[:width], strict=True))
+                values: dict[str, Any] = dict(zip(header, fields[:width], strict=True))
                 values["extra_fields"] = fields[width:]
             else:
                 yield ParseWarning(f"unquoted separators: {len(fields) - width} extra field(s) folded into "
@@ -337,7 +333,35 @@ def read_delimited(text: TextIO, shape: Shape, text_column: Any) -> Iterator[Row
             values = dict(zip(header, fields, strict=True))
         number += 1
         yield Row(values, number, f"line {start}", hint=shape.layout)
-    del pending
+
+    for item in _records(reader, lines):
+        if isinstance(item, ParseWarning):
+            yield item
+            continue
+        start, fields = item
+        if header is None:
+            if fields and fields[0].startswith("#TYPE "):
+                continue  # PowerShell 5.1 type line; Import-Csv skips it too
+            if not fields or not any(f.strip() for f in fields):
+                continue
+            header = [f.strip() for f in fields]
+            text_idx = text_column(header)
+            quoted = '"' in lines.last
+            continue
+        if not fields or (len(fields) == 1 and not fields[0].strip()) or _ROWS_AFFECTED.match(",".join(fields)):
+            continue  # blank line; sqlcmd -s"," output ends with "(N rows affected)"
+        if quoted is None:
+            quoted = '"' in lines.last
+        if pending is not None and not quoted and text_idx is not None and not row_start(header, fields):
+            # A line break inside an unquoted value: this record continues it.
+            before = pending[1]
+            pending = (pending[0], [*before[:-1], before[-1] + "\n" + fields[0], *fields[1:]])
+            continue
+        if pending is not None:
+            yield from emit(*pending)
+        pending = (start, fields)
+    if pending is not None:
+        yield from emit(*pending)
 
 
 # --------------------------------------------------------------------------

@@ -34,7 +34,8 @@ def _rows(src: Source, head: bytes, shape: Shape) -> Iterator[Row | ParseWarning
     text = export_shapes.open_text(stream, head)
     try:
         if shape.kind in ("delimited", "headerless"):
-            yield from export_shapes.read_delimited(text, shape, catalog_views.free_text_column)
+            yield from export_shapes.read_delimited(text, shape, catalog_views.free_text_column,
+                                                     catalog_views.row_start)
         elif shape.kind == "sqlcmd":
             yield from export_shapes.read_sqlcmd(text, catalog_views.free_text_column)
         elif shape.kind == "json":
