@@ -49,6 +49,7 @@ CHUNK = 1 << 21  # 2 MiB read window: large enough to amortise reads, small enou
 # How far the fallback token walk may look for the next record when a record's
 # length field is wrong; real records are a few KB, 4 MiB leaves wide margin.
 FREE_WALK_LIMIT = 4 << 20
+FREE_WALK_TOKENS = 512  # real records hold at most ~70 tokens
 # A record larger than the 1 GB value cap plus room for its other columns can
 # only be a corrupt length field.
 MAX_RECORD_LENGTH = L.MAX_VALUE_LENGTH + (1 << 20)
@@ -173,15 +174,22 @@ _unpack_head = L.TOKEN_HEAD.unpack_from
 _unpack_long = L.LONG_LENGTH.unpack_from
 
 
-def _walk(buf: bytes, p: int, end: int, stop_at_begin: bool) -> tuple[list[tuple[int, bytes]], int, str | None]:
+def _walk(buf: bytes, p: int, end: int, free: bool) -> tuple[list[tuple[int, bytes]], int, str | None]:
     """Tokens of ``buf[p:end]``: (tokens, position reached, problem or None).
 
-    With ``stop_at_begin`` a begin-record token ends the walk cleanly (the
-    fallback that ignores the record-length field); otherwise it is a problem.
-    This is the hot loop: plain ``struct`` calls, no construct.
+    Framed walk (``free=False``): the tokens must fill the record frame; a
+    begin-record token inside it is a problem.  This is the hot loop: plain
+    ``struct`` calls, no construct.
+
+    Free walk (``free=True``, when the length field is not trusted): a
+    begin-record token ends the walk cleanly, and tokens must look like a
+    record's (column ids below 128 each at most once, or special 0xFBxx /
+    0xFxxx ids; at most FREE_WALK_TOKENS of them), so that garbage or a
+    crafted file stops the walk early instead of costing a long one.
     """
     tokens: list[tuple[int, bytes]] = []
     append = tokens.append
+    seen: set[int] = set()
     while p < end:
         if p + 3 > end:
             return tokens, p, _CUT
@@ -189,7 +197,14 @@ def _walk(buf: bytes, p: int, end: int, stop_at_begin: bool) -> tuple[list[tuple
         if tid == 0:
             return tokens, p, _ZERO
         if tid == L.TRACE_BEGIN_RECORD:
-            return tokens, p, (None if stop_at_begin else _BEGIN)
+            return tokens, p, (None if free else _BEGIN)
+        if free:
+            if tid < 0x80:
+                if tid in seen:
+                    return tokens, p, _ALIEN
+                seen.add(tid)
+            elif tid < 0xF000 and not 0xFB00 <= tid < 0xFC00 or len(tokens) >= FREE_WALK_TOKENS:
+                return tokens, p, _ALIEN
         if n == L.LONG_ESCAPE:
             if p + 7 > end:
                 return tokens, p, _CUT
@@ -214,23 +229,6 @@ _PROBLEM_TEXT = {
     _HUGE: "a token claims more than the 1 GB column maximum",
     _ALIEN: "the tokens are not trace columns",
 }
-
-
-def _plausible_tokens(tokens: list[tuple[int, bytes]]) -> bool:
-    """Whether tokens found without the length field's help look like one record.
-
-    Column ids stay below 128 (66 are defined); special ids are 0xFBxx/0xFxxx;
-    no column occurs twice.  Garbage walked as tokens fails this quickly.
-    """
-    seen = set()
-    for tid, _data in tokens:
-        if tid < 0x80:
-            if tid in seen:
-                return False
-            seen.add(tid)
-        elif not (tid >= 0xF000 or 0xFB00 <= tid < 0xFC00):
-            return False
-    return True
 
 
 def _plausible_class(event_class: int) -> bool:
@@ -366,8 +364,6 @@ class TraceReader:
             limit = win.ensure(pos, body + FREE_WALK_LIMIT)
             toks, reached, problem = _walk(win.buf, body - win.base, limit - win.base, True)
             reached += win.base
-            if problem is None and not _plausible_tokens(toks):
-                problem = _ALIEN
             at_eof = reached >= win.size
             if problem is None and not at_eof and win.bytes_at(reached, 3) == L.BEGIN_MAGIC:
                 tokens, end, kept_by_walk = toks, reached, True

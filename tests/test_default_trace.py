@@ -84,6 +84,33 @@ def test_sample_framing_accounts_for_every_byte(name):
     assert [r.index for r in raw] == list(range(records))
 
 
+@pytest.mark.parametrize("name", ["temporaltabledemo_log.trc", "storageemulatortracer_trace.trc"])
+def test_fast_walk_agrees_with_declared_layout(name):
+    """The struct-based hot loop reads exactly what the construct Token/BeginRecord say."""
+    from construct import GreedyRange
+
+    src = sample(name)
+    with src.open() as stream:
+        reader = TraceReader(stream, src.size)
+        reader.read_header()
+        raw = [r for r in reader.records() if not isinstance(r, ParseWarning)]
+    with src.open() as stream:
+        header = L.Header.parse(stream.read(L.HEADER_SIZE))
+        assert header.repeat_base in (12, 0xFBFA)
+        for rec in raw:
+            stream.seek(rec.offset)
+            data = stream.read(rec.size)
+            begin = L.Token.parse(data)
+            assert begin.id == L.TRACE_BEGIN_RECORD
+            assert L.BeginRecord.parse(begin.data).event_class == rec.event_class
+            assert L.BeginRecord.parse(begin.data).record_length == rec.size - L.BEGIN_TOKEN_SIZE
+            tokens = GreedyRange(L.Token).parse(data[L.BEGIN_TOKEN_SIZE:])
+            assert sum(3 + (4 if t.len8 == 0xFF else 0) + t.length for t in tokens) == rec.size - 9
+            assert {t.id: t.data for t in tokens if t.id < 0xFB00} == rec.columns
+            assert [(t.id, t.data) for t in tokens if t.id >= 0xFB00 and t.id != L.TRACE_REPEATED_DATA] \
+                == rec.specials
+
+
 @pytest.mark.parametrize("name", list(SAMPLE_COUNTS))
 def test_sample_parses_completely(name):
     events, warnings = run(sample(name))
@@ -544,6 +571,22 @@ def test_bad_time_keeps_the_event():
     events, warnings = run(source(trace.file()))
     assert len(events) == 1 and events[0].local_time is None and "start_time_raw" in events[0].attributes
     assert damage(warnings) == (True, 0)
+
+
+def test_crafted_candidate_storm_stays_linear():
+    """Many fake begin-record tokens in a damaged region: every candidate fails fast."""
+    fake = L.BEGIN_MAGIC + (10).to_bytes(2, "little") + (64).to_bytes(4, "little") + b"\x01\x01\x10" + bytes(16)
+    trace, offsets = three_events()
+    data = trace.data()
+    data = data[:offsets[2]] + b"\x01" + fake * 20000 + data[offsets[2]:]
+    import time
+
+    t0 = time.perf_counter()
+    events, warnings = run(source(data))
+    assert time.perf_counter() - t0 < 30
+    assert [e.object_name for e in events] == ["asm0", "asm1", "asm2"]
+    assert damage(warnings) == (True, 20001)  # the stray byte + each fake start count as lost
+    assert len(warnings) == 1  # one damaged region, one warning
 
 
 def test_streams_in_bounded_reads():
