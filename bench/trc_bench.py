@@ -147,7 +147,7 @@ def main() -> None:
 
     def framing(walk_all: bool) -> str:
         with src.open() as stream:
-            reader = TraceReader(stream, size, walk_all=walk_all)
+            reader = TraceReader(stream, size, walk_classes=None if walk_all else frozenset())
             reader.read_header()
             n = sum(1 for _ in reader.records())
         return f"{n} items, {reader.lost} lost"

@@ -56,7 +56,8 @@ MAX_RECORD_LENGTH = L.MAX_VALUE_LENGTH + (1 << 20)
 MESSAGE_TEXT_LIMIT = 500
 # Event classes whose TextData is SQL Server message text (ERRORLOG line or
 # message): classified with the shared catalogue so the same rules fire.
-MESSAGE_EVENTS = frozenset({21, 22, 162})
+ERRORLOG_EVENT = 22
+MESSAGE_EVENTS = frozenset({21, ERRORLOG_EVENT, 162})
 LOGIN_FAILED = 20
 
 
@@ -243,9 +244,11 @@ class TraceReader:
     warning of the damaged region that holds it.
     """
 
-    def __init__(self, stream: BinaryIO, size: int, *, walk_all: bool = True):
+    def __init__(self, stream: BinaryIO, size: int, *, walk_classes: frozenset[int] | None = None):
         self.win = _Window(stream, size)
-        self.walk_all = walk_all  # False: ordinary records are framed, not walked (prescan)
+        # None: walk every record.  Otherwise only control records and these
+        # classes are walked; the others are only framed (prescan).
+        self.walk_classes = walk_classes
         self.header: TraceHeader | None = None
         self.preamble: list[tuple[int, bytes]] = []
         self.data_end: int | None = None
@@ -347,7 +350,8 @@ class TraceReader:
         else:
             win.ensure(pos, end + 3)
             frame_sound = win.bytes_at(end, 3) == L.BEGIN_MAGIC
-            if not self.walk_all and event_class < L.CONTROL_CLASS_MIN and self._next_ok(end):
+            if (self.walk_classes is not None and event_class < L.CONTROL_CLASS_MIN
+                    and event_class not in self.walk_classes and self._next_ok(end)):
                 tokens = []  # prescan: a consistent frame is enough
             else:
                 # Tokens that fill the frame exactly make a good record, whatever
@@ -898,26 +902,33 @@ class DefaultTraceParser:
         return len(head) >= 6 + len(L.PROVIDER_UTF16) and head[:2] == b"\xff\xfe" \
             and head[6:6 + len(L.PROVIDER_UTF16)] == L.PROVIDER_UTF16
 
-    def _reader(self, src: Source, stream: BinaryIO, walk_all: bool) -> TraceReader:
-        return TraceReader(stream, src.size, walk_all=walk_all)
 
     def prescan(self, src: Source) -> InputEvidence:
-        """Header (server name -> host/instance) and every control record.
+        """Header (server name -> host/instance), control records, time anchors.
 
-        Walks the record framing only (ordinary records are not decoded), so it
-        reads the file once but costs little CPU.
+        Walks the record framing only: apart from control records and ErrorLog
+        events (which may carry the 17177 local/UTC pair or a "UTC adjustment"
+        line), records are not decoded, so it reads the file once at little
+        CPU cost.
         """
+        errorlog_lines: list[str] = []
         try:
             with src.open() as stream:
-                reader = self._reader(src, stream, walk_all=False)
+                reader = TraceReader(stream, src.size, walk_classes=frozenset({ERRORLOG_EVENT}))
                 if reader.read_header() is not None or reader.header is None:
                     return InputEvidence()
                 header = reader.header
                 facts = header_facts(header)
                 controls = []
                 for item in reader.records():
-                    if isinstance(item, RawRecord) and item.is_control:
+                    if not isinstance(item, RawRecord):
+                        continue
+                    if item.is_control:
                         controls.append(control_facts(item))
+                    elif item.event_class == ERRORLOG_EVENT and N.C_TEXT in item.columns:
+                        text = _text(item.columns[N.C_TEXT])
+                        if "(UTC)" in text or "UTC adjustment" in text:
+                            errorlog_lines.append(text.strip())
                 facts.update(_preamble_facts(reader.preamble))
         except OSError:
             return InputEvidence()
@@ -928,7 +939,8 @@ class DefaultTraceParser:
             facts["data_end_offset"] = reader.data_end
         facts["rollover_sequence"] = rollover_sort_key(src.name)[1]
         host, instance = split_server_name(header.server_name)
-        return InputEvidence(host=host, instance=instance, facts=facts)
+        return InputEvidence(host=host, instance=instance, facts=facts,
+                             anchors=_errorlog_anchors(errorlog_lines, src))
 
     def parse(self, src: Source, options: Mapping[str, Any] | None = None) -> Iterator[Event | ParseWarning]:
         try:
@@ -937,7 +949,7 @@ class DefaultTraceParser:
             yield ParseWarning(f"cannot open: {exc}", None)
             return
         with stream:
-            reader = self._reader(src, stream, walk_all=True)
+            reader = TraceReader(stream, src.size)
             problem = reader.read_header()
             if problem is not None:
                 yield problem
@@ -955,6 +967,26 @@ class DefaultTraceParser:
                 f" {decoder.first_unresolved}): the earlier event of that session is not in this file;"
                 " those columns are left empty", f"record {decoder.first_unresolved}", lost_records=0,
                 damaged=False)
+
+
+def _errorlog_anchors(lines: list[str], src: Source) -> list:
+    """Time-zone anchors from ERRORLOG lines that ErrorLog trace events carry.
+
+    The lines are ERRORLOG lines verbatim, so the ERRORLOG parser's own
+    prescan reads them (one implementation of the 17177 pair and the
+    "UTC adjustment" banner).  Imported here only: most traces have no such
+    line.
+    """
+    if not lines:
+        return []
+    from parsers.errorlog import prescan_errorlog
+
+    text = "\n".join(lines) + "\n"
+    try:
+        evidence = prescan_errorlog(Source.from_bytes(text.encode("utf-16"), src.display_path))
+    except (ValueError, UnicodeError):
+        return []
+    return list(evidence.anchors)
 
 
 def _summarise_controls(facts: dict[str, Any], controls: list[dict[str, Any]]) -> None:

@@ -229,6 +229,21 @@ def test_prescan_facts():
     assert "trace_start_time" not in facts and facts["trace_stopped_at"] == "2021-11-14 21:47:43.407"
 
 
+def test_prescan_time_anchor_from_errorlog_event():
+    """A 17177 heartbeat logged as a trace ErrorLog event gives the instance's offset."""
+    trace = ServerTrace("SQLPROD01")
+    line = ("2025-03-14 00:00:51.22 spid31s     This instance of SQL Server has been using a process ID of 5624"
+            " since 3/12/2025 7:57:41 AM (local) 3/12/2025 11:57:41 AM (UTC). This is an informational message"
+            " only; no user action is required.\r\n")
+    trace.event(22, {**session(), 1: line, 20: 0, 31: 17177})
+    ev = PARSER.prescan(source(trace.file()))
+    assert [(a.offset_minutes, a.kind) for a in ev.anchors] == [(-240, "errorlog_local_utc_pair")]
+    assert ev.anchors[0].source_file.endswith("log.trc")
+    (event,) = run(source(trace.file()))[0]
+    assert event.event_type == "process_id_reported" and event.attributes["pid"] == "5624"
+    assert not PARSER.prescan(source(persistence_trace().file())).anchors
+
+
 def test_sniff():
     for name in SAMPLE_COUNTS:
         src = sample(name)
