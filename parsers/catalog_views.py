@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import PureWindowsPath
 from typing import Any
 
@@ -27,13 +28,21 @@ from forensic.model import Event, ParseWarning
 from parsers import clr_binary
 
 SOURCE = "master_export"
+_NON_ALNUM = re.compile(r"[^a-z0-9]")
 
 # --------------------------------------------------------------------------
 # Column names
 
 
-def norm_key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+@lru_cache(maxsize=4096)
+def _norm_key(name: str) -> str:
+    return _NON_ALNUM.sub("", name.lower())
+
+
+def norm_key(name: Any) -> str:
+    """Column name -> lookup key: lower case, letters and digits only (cached:
+    every row repeats its file's column names)."""
+    return _norm_key(str(name))
 
 
 def _aliases(table: dict[str, tuple[str, ...]]) -> dict[str, str]:
@@ -338,14 +347,25 @@ def row_start(names: list[str], fields: list[str]) -> bool:
     """
     if len(fields) < len(names):
         return False
-    text_idx = free_text_column(names)
+    text_idx, checks = _row_checks(tuple(names))
     limit = len(names) if len(fields) == len(names) or text_idx is None else text_idx
-    for name, value in list(zip(names, fields, strict=False))[:limit]:
-        check = _validator(_ALIASES.get(norm_key(name), name))
-        value = value.strip()
-        if check is not None and value not in ("", "NULL") and not check.search(value):
+    for index, check in checks:
+        if index >= limit:
+            break
+        value = fields[index].strip()
+        if value not in ("", "NULL") and not check.search(value):
             return False
     return True
+
+
+@lru_cache(maxsize=256)
+def _row_checks(names: tuple[str, ...]) -> tuple[int | None, tuple[tuple[int, re.Pattern[str]], ...]]:
+    checks = []
+    for index, name in enumerate(names):
+        check = _validator(_ALIASES.get(norm_key(name), name))
+        if check is not None:
+            checks.append((index, check))
+    return free_text_column(list(names)), tuple(checks)
 
 
 def match_layout(fields: list[str]) -> str | None:
@@ -824,7 +844,9 @@ def _assembly_file(rec: dict[str, Any], state: FileState) -> Subject:
         match = state.trusted_hashes.get(described["sha512"])
         if match is not None:
             attrs["trusted_assembly_entry"] = match or True
-        if state.extract_dir and decoded.data:
+        # Only PE images are written (a cut one too: it is still the evidence);
+        # other files of an assembly (ADD FILE sources, .pdb) are not DLLs.
+        if state.extract_dir and decoded.data and described.get("pe_valid"):
             attrs["extracted_to"] = clr_binary.extract(decoded.data, sha256, state.extract_dir)
             state.extracted.append(attrs["extracted_to"])
     if described.get("assembly_name") and not sub.object_name:
