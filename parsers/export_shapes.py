@@ -589,7 +589,11 @@ def read_json(text: TextIO) -> Iterator[Row | ParseWarning]:
         try:
             obj, end = decoder.raw_decode(buf, pos)
         except json.JSONDecodeError as exc:
-            if not eof and more(want):
+            # Read on only when the object may simply continue past the
+            # buffer; a syntax error inside the buffer is damage, and
+            # reading to the end of a large file would not repair it.
+            cut_by_buffer = exc.pos >= len(buf) - 2 or exc.msg.startswith("Unterminated string")
+            if cut_by_buffer and not eof and more(want):
                 want = min(want * 2, 1 << 30)
                 continue
             yield ParseWarning(f"JSON object cut or damaged: {exc.msg}", f"JSON value {number + 1}",

@@ -16,6 +16,7 @@ ERRORLOG-looking text and anything without catalog column names.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import closing
 from typing import Any
 
 from forensic.model import Event, InputEvidence, ParseWarning
@@ -69,16 +70,17 @@ class MasterExportParser:
             if shape is None:
                 return evidence
             evidence.facts["export_shape"] = shape.kind
-            for item in _rows(src, head, shape):
-                if isinstance(item, Row):
-                    host, instance = catalog_views.host_instance(item.values)
-                    if not (host or instance):
-                        host, instance = catalog_views.host_instance(item.context)
-                    evidence.host, evidence.instance = host, instance
-                    for key in ("utc_offset_minutes", "collected_local", "collected_utc", "product_version"):
-                        if key in item.context:
-                            evidence.facts[f"collection_{key}"] = item.context[key]
-                    break
+            with closing(_rows(src, head, shape)) as rows:
+                first = next((item for item in rows if isinstance(item, Row)), None)
+            if first is not None:
+                item = first
+                host, instance = catalog_views.host_instance(item.values)
+                if not (host or instance):
+                    host, instance = catalog_views.host_instance(item.context)
+                evidence.host, evidence.instance = host, instance
+                for key in ("utc_offset_minutes", "collected_local", "collected_utc", "product_version"):
+                    if key in item.context:
+                        evidence.facts[f"collection_{key}"] = item.context[key]
         except Exception:  # noqa: BLE001 - a prescan problem is reported by parse
             pass
         return evidence

@@ -762,3 +762,75 @@ def test_unrecognised_table_is_reported_not_invented():
     assert [e.object_name for e in events] == ["xp_cmdshell"]
     (warning,) = warnings
     assert warning.lost_records == 2 and "match no catalog view" in warning.message and not warning.damaged
+
+
+# --------------------------------------------------------------------------
+# dbatools object exports and other spellings
+
+
+def test_dbatools_assembly_trigger_and_role_member_csv():
+    asm = ('"ComputerName","InstanceName","SqlInstance","Database","ID","Name","Owner","SecurityLevel","CreateDate",'
+           '"IsSystemObject","Version"\n'
+           '"SQL01","MSSQLSERVER","SQL01","AppDB","65537","my_assembly","dbo","Unrestricted","3/1/2024 2:18:02 AM",'
+           '"False","1.2.3.4"\n'
+           '"SQL01","MSSQLSERVER","SQL01","master","1","Microsoft.SqlServer.Types","sys","Unrestricted",'
+           '"9/24/2019 2:21:42 PM","True","15.0.0.0"\n')
+    events, warnings = run(asm)
+    assert not warnings
+    evil = named(events, "my_assembly")[0]
+    assert evil.attributes["permission_set"] == "UNSAFE" and evil.flags == ["clr_assembly_load"]
+    assert evil.local_time == datetime(2024, 3, 1, 2, 18, 2) and evil.database == "AppDB"
+    assert named(events, "Microsoft.SqlServer.Types")[0].flags == []
+    trig = ('"ComputerName","InstanceName","SqlInstance","ID","Name","CreateDate","DateLastModified",'
+            '"DdlTriggerEvents","ImplementationType","IsEnabled","IsSystemObject","TextHeader","TextBody"\n'
+            '"SQL01","MSSQLSERVER","SQL01","1925581898","evil_logon_trigger_pscmd","3/1/2024 2:25:00 AM",'
+            '"3/1/2024 2:25:00 AM","LOGON","TransactSql","True","False","CREATE TRIGGER [evil_logon_trigger_pscmd] '
+            'ON ALL SERVER FOR LOGON AS ","EXEC master..xp_cmdshell ''powershell -c x''"\n')
+    events, _ = run(trig)
+    (ev,) = events
+    assert ev.object_type == "TR" and ev.attributes["is_disabled"] is False
+    assert ev.attributes["trigger_events"] == "LOGON" and ev.flags == ["xp_cmdshell"]
+    members = ('"ComputerName","InstanceName","SqlInstance","Role","Name"\n'
+               '"SQL01","MSSQLSERVER","SQL01","sysadmin","sa"\n"SQL01","MSSQLSERVER","SQL01","sysadmin","EvilUser"\n'
+               '"SQL01","MSSQLSERVER","SQL01","dbcreator","CONTOSO\\dev"\n')
+    events, _ = run(members)
+    assert [(e.object_name, e.flags) for e in events] == [
+        ("sa", []), ("EvilUser", ["sysadmin_granted"]), ("CONTOSO\\dev", [])]
+    assert all(e.timestamp_desc == "Snapshot" and e.event_type == "server_role_member" for e in events)
+
+
+def test_semicolon_separated_export_csv_with_culture():
+    text = ('#TYPE Selected.System.Data.DataRow\r\n"name";"is_auto_executed";"create_date";"modify_date"\r\n'
+            '"sp_evil";"True";"01.03.2024 02:13:55";"02.03.2024 08:00:00"\r\n')
+    events, warnings = run(text)
+    assert not warnings
+    assert events[0].local_time == datetime(2024, 3, 1, 2, 13, 55)
+    assert events[1].local_time == datetime(2024, 3, 2, 8, 0)
+    assert events[0].flags == ["startup_procedure"]
+
+
+def test_json_damage_in_the_middle_does_not_lose_later_rows():
+    good = [{"name": f"sp_{i}", "is_auto_executed": False, "definition": "x" * 5000} for i in range(40)]
+    doc = json.dumps(good)
+    broken = doc.replace('"sp_20", "is_auto_executed": false', '"sp_20", "is_auto_executed": fals', 1)
+    events, warnings = run(broken)
+    names = [e.object_name for e in events]
+    assert "sp_20" not in names and "sp_39" in names and len(names) == 39
+    assert sum(w.lost_records for w in warnings) == 1
+
+
+def test_prescan_names_instance_from_powerupsql_columns():
+    evidence = PARSER.prescan(Source.from_bytes((FIX / "ps51_autoexec.csv").read_bytes()))
+    assert (evidence.host, evidence.instance) == ("SQL01", "PROD")
+    assert evidence.facts["export_shape"] == "delimited"
+
+
+def test_sql_modules_rows_inherit_startup_from_an_earlier_result_set():
+    text = ("name        object_id  is_auto_executed\n----------- ---------- ----------------\n"
+            f"{'sp_evil':<11} {'1557580587':>10} {'1':>16}\n\n(1 rows affected)\n"
+            "object_id  definition\n---------- ----------------------------------------\n"
+            "1557580587 CREATE PROCEDURE sp_evil AS SELECT 1\n\n(1 rows affected)\n")
+    events, warnings = run(text)
+    assert not warnings
+    module = [e for e in events if e.attributes["view"] == "sys.sql_modules"][0]
+    assert module.attributes["is_auto_executed"] is True and module.flags == ["startup_procedure"]
