@@ -54,6 +54,9 @@ FREE_WALK_TOKENS = 512  # real records hold at most ~70 tokens
 # only be a corrupt length field.
 MAX_RECORD_LENGTH = L.MAX_VALUE_LENGTH + (1 << 20)
 MESSAGE_TEXT_LIMIT = 500
+# Token ids from here up are special tokens (0xFFxx server, 0xFBxx Profiler),
+# not columns; column ids are 1-66 today and stay far below.
+SPECIAL_MIN = 0xF000
 # Event classes whose TextData is SQL Server message text (ERRORLOG line or
 # message): classified with the shared catalogue so the same rules fire.
 ERRORLOG_EVENT = 22
@@ -204,7 +207,7 @@ def _walk(buf: bytes, p: int, end: int, free: bool) -> tuple[list[tuple[int, byt
                 if tid in seen:
                     return tokens, p, _ALIEN
                 seen.add(tid)
-            elif tid < 0xF000 and not 0xFB00 <= tid < 0xFC00 or len(tokens) >= FREE_WALK_TOKENS:
+            elif tid < SPECIAL_MIN or len(tokens) >= FREE_WALK_TOKENS:
                 return tokens, p, _ALIEN
         if n == L.LONG_ESCAPE:
             if p + 7 > end:
@@ -271,12 +274,12 @@ class TraceReader:
         fields = L.Header.parse(raw)
         header = TraceHeader(
             file_format=fields.file_format,
-            provider=L._Utf16Z.decode(fields.provider),
+            provider=L.Utf16Z.decode(fields.provider),
             major=fields.major,
             minor=fields.minor,
             build=fields.build,
             options=fields.options,
-            server_name=L._Utf16Z.decode(fields.server_name),
+            server_name=L.Utf16Z.decode(fields.server_name),
             repeat_base=fields.repeat_base,
         )
         if fields.header_size != L.HEADER_SIZE or 0 < header.major < 9:
@@ -320,7 +323,8 @@ class TraceReader:
             nxt = self._preamble_token(pos)
             if nxt is not None:
                 return nxt
-        return self._skip(pos, pos + 1, lost=1)
+        self._open_region(pos, lost=1)
+        return self._find_begin(pos + 1)
 
     def _zeros(self, pos: int) -> Iterator[ParseWarning]:
         zero_end = self._zero_run_end(pos)
@@ -333,7 +337,8 @@ class TraceReader:
                     f"zero bytes from 0x{pos:x} to 0x{zero_end:x} between records; records may be missing there",
                     f"offset 0x{pos:x}", lost_records=0, damaged=True)
             return zero_end
-        return self._skip(pos, zero_end, lost=1)
+        self._open_region(pos, lost=1)
+        return self._find_begin(zero_end)
 
     def _record_at(self, pos: int, head: bytes) -> Iterator[RawRecord | ParseWarning]:
         win = self.win
@@ -408,14 +413,14 @@ class TraceReader:
         found = self._find_begin(pos + 1)
         if found is None and truncated and not in_region:
             return None  # a cut-off last record: nothing else to report
-        return self._skip(pos + 1, pos + 1, lost=0, found=found)
+        self._open_region(pos + 1, lost=0)  # this record is counted already
+        return found
 
-    def _skip(self, start: int, search_from: int, lost: int, found: int | None = -1) -> int | None:
-        """Open (or extend) a damaged region and find the next record."""
+    def _open_region(self, start: int, lost: int) -> None:
+        """Start (or extend) a damaged region; one warning covers it when it ends."""
         if self._skip_start is None:
             self._skip_start, self._skip_lost = start, 0
         self._skip_lost += lost
-        return self._find_begin(search_from) if found == -1 else found
 
     def _end_skip(self, stop: int) -> ParseWarning:
         start, lost = self._skip_start or 0, self._skip_lost
@@ -488,12 +493,12 @@ class TraceReader:
                 tokens: list[tuple[int, bytes]]) -> RawRecord:
         rec = RawRecord(index, pos, event_class, size)
         columns = dict(tokens)
-        if len(columns) == len(tokens) and (not columns or max(columns) < 0xFB00):
+        if len(columns) == len(tokens) and (not columns or max(columns) < SPECIAL_MIN):
             rec.columns = columns  # the usual case: only column tokens, each once
             return rec
         columns = rec.columns
         for tid, data in tokens:
-            if tid >= 0xF000 or 0xFB00 <= tid < 0xFC00:
+            if tid >= SPECIAL_MIN:
                 if tid == L.TRACE_REPEATED_DATA:
                     rec.repeated.extend(int.from_bytes(data[i:i + 2], "little") for i in range(0, len(data) - 1, 2))
                 else:

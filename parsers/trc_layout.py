@@ -121,7 +121,7 @@ MAX_VALUE_LENGTH = 0x40000000
 # --- construct structures ---------------------------------------------------
 
 
-class _Utf16Z:
+class Utf16Z:
     """Helpers for fixed-size, NUL-padded UTF-16LE header fields."""
 
     @staticmethod
@@ -141,7 +141,7 @@ Header = Struct(
     "unicode_tag" / Default(Int16ul, UNICODE_TAG),
     "header_size" / Default(Int16ul, HEADER_SIZE),
     "file_format" / Default(Int16ul, FORMAT_SERVER),
-    "provider" / Default(Bytes(256), _Utf16Z.encode(PROVIDER, 256)),
+    "provider" / Default(Bytes(256), Utf16Z.encode(PROVIDER, 256)),
     "definition_type" / Default(Bytes(128), bytes(128)),
     "major" / Default(Int8ul, 13),
     "minor" / Default(Int8ul, 0),
@@ -261,7 +261,7 @@ def build_header(server_name: str, *, file_format: int = FORMAT_SERVER, major: i
                  unicode_tag: int = UNICODE_TAG, header_size: int = HEADER_SIZE) -> bytes:
     return Header.build(dict(
         unicode_tag=unicode_tag, header_size=header_size, file_format=file_format, major=major,
-        minor=minor, build=build, options=options, server_name=_Utf16Z.encode(server_name, 256),
+        minor=minor, build=build, options=options, server_name=Utf16Z.encode(server_name, 256),
         repeat_base=repeat_base,
     ))
 
