@@ -595,6 +595,7 @@ class FileState:
     trusted_hashes: dict[str, str] = field(default_factory=dict)
     extracted: list[str] = field(default_factory=list)
     views: dict[str, int] = field(default_factory=dict)
+    scan_for_startup: str | None = None  # 'scan for startup procs' running (else configured) value
 
 
 def host_instance(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -898,6 +899,9 @@ def _configuration(rec: dict[str, Any], state: FileState) -> Subject:
     # Both the configured and the running value are evidence (a value set
     # but not yet RECONFIGUREd still shows intent): rules test either.
     attrs["setting"] = sorted({v.strip() for v in (value, in_use) if v is not None and v.strip()})
+    if name and name.strip().lower() == "scan for startup procs":
+        current = in_use if in_use is not None else value
+        state.scan_for_startup = current.strip() if current else None
     shown = in_use if in_use is not None else value
     detail = f" = {value}" if value is not None else ""
     if in_use is not None and in_use != value:
@@ -1049,6 +1053,9 @@ def row_events(view: str, values: Mapping[str, Any], state: FileState, *, record
         host, instance = host_instance(context)
     host = host or state.host
     instance = instance or state.instance
+    # Remember the first instance named, for rows and findings that name none.
+    state.host = state.host or host
+    state.instance = state.instance or instance
     attrs = {"view": VIEWS[view], **subject.attributes}
     if extra_attributes:
         attrs.update(extra_attributes)
@@ -1103,3 +1110,29 @@ def free_text_column(names: list[str] | None) -> int | None:
         if wanted in canon:
             return canon.index(wanted)
     return None
+
+
+def consistency_events(state: FileState) -> Iterator[Event]:
+    """What the file's rows say together (reference 0.6).
+
+    sp_procoption sets 'scan for startup procs' to 1 when it marks the first
+    procedure and to 0 when it unmarks the last: a startup procedure with the
+    option at 0, or the option at 1 with none marked in a full procedure
+    listing, means the option was changed by hand.
+    """
+    if state.scan_for_startup is None or "procedures" not in state.views:
+        return
+    startup = sorted(state.startup_names)
+    scan_on = state.scan_for_startup not in ("0", "")
+    if startup and not scan_on:
+        message = (f"Startup procedure(s) {', '.join(startup)} marked while 'scan for startup procs' is "
+                   f"{state.scan_for_startup}: the option was changed by hand (they will not run until it is 1)")
+    elif scan_on and not startup:
+        message = ("'scan for startup procs' is on but no procedure in the listing is marked for startup: "
+                   "set by hand, or the marked procedure was removed")
+    else:
+        return
+    yield Event(source=SOURCE, event_type="startup_config_mismatch", message=message, timestamp_desc="Snapshot",
+                host=state.host, instance=state.instance, object_name="scan for startup procs",
+                object_type="config", attributes={"view": "consistency", "scan_for_startup_procs":
+                                                  state.scan_for_startup, "startup_procedures": startup})

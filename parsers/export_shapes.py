@@ -139,7 +139,12 @@ def detect_shape(text: str) -> Shape | None:
         body = body.split("\n", 1)[1] if "\n" in body else ""
     body = _XML_DECL.sub("", body, count=1).lstrip()
     if body.startswith("<Objs ") or body.startswith("<Objs>"):
-        return Shape("clixml")
+        # Any PowerShell object can be a CLIXML file (a PSCredential, a
+        # process list): claim it only when it holds SQL Server catalog data.
+        members = re.findall(r'\sN="([^"]{1,128})"', body)
+        if "Microsoft.SqlServer.Management.Smo." in body or known_column_count(members) >= 2:
+            return Shape("clixml")
+        return None
     if body.startswith("/*") and _DBATOOLS.search(body[:2000]):
         return Shape("dbatools")
     lines = _lines(stripped)

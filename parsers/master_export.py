@@ -116,6 +116,7 @@ class MasterExportParser:
             yield from catalog_views.row_events(view, item.values, state, record=item.number,
                                                 position=item.position, context=item.context,
                                                 extra_attributes=extra)
+        yield from catalog_views.consistency_events(state)
         for table, count in skipped.items():
             position, columns = first_skipped[table]
             yield ParseWarning(f"{count} row(s) whose columns match no catalog view were skipped "

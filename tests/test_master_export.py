@@ -90,6 +90,10 @@ def test_sniff_recognises_fixture_shapes(name):
     b"<html><body>name create_date</body></html>",
     b'<?xml version="1.0"?><config><setting name="x"/></config>',
     b"",
+    # CLIXML of something else (a PSCredential).
+    b'<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04"><Obj RefId="0"><TN RefId="0">'
+    b'<T>System.Management.Automation.PSCredential</T></TN><Props><S N="UserName">CONTOSO\\x</S>'
+    b'<SS N="Password">01000000d08c9ddf</SS></Props></Obj></Objs>',
     bytes(range(256)) * 4,
     b"\x00" * 100,
 ])
@@ -834,3 +838,14 @@ def test_sql_modules_rows_inherit_startup_from_an_earlier_result_set():
     assert not warnings
     module = [e for e in events if e.attributes["view"] == "sys.sql_modules"][0]
     assert module.attributes["is_auto_executed"] is True and module.flags == ["startup_procedure"]
+
+
+def test_startup_procedure_with_scan_option_off_is_reported():
+    doc = [{"name": "scan for startup procs", "value": 0, "value_in_use": 0}]
+    procs = [{"name": "sp_evil", "is_auto_executed": True}, {"name": "usp_ok", "is_auto_executed": False}]
+    events, _ = run(json.dumps(doc) + json.dumps(procs))
+    (mismatch,) = [e for e in events if e.event_type == "startup_config_mismatch"]
+    assert mismatch.flags == ["startup_procedure"] and mismatch.attributes["startup_procedures"] == ["sp_evil"]
+    events, _ = run(json.dumps([{"name": "scan for startup procs", "value": 1, "value_in_use": 1}])
+                    + json.dumps(procs))
+    assert not [e for e in events if e.event_type == "startup_config_mismatch"]
