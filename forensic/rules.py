@@ -158,24 +158,44 @@ def default_rules() -> tuple[Rule, ...]:
 
 
 class RuleSet:
-    """Rules indexed by event id so that most events test only a few rules."""
+    """Rules indexed by source, event id and event type, so each event tests
+    only the few rules that can fire on it."""
 
     def __init__(self, rules: Iterable[Rule]):
         self.rules = tuple(rules)
-        self._by_id: dict[int, list[Rule]] = {}
-        self._any_id: list[Rule] = []
-        for rule in self.rules:
-            if rule.event_ids is None:
-                self._any_id.append(rule)
-            else:
-                for eid in rule.event_ids:
-                    self._by_id.setdefault(eid, []).append(rule)
         self.by_rule_id = {r.id: r for r in self.rules}
+        self._indexes: dict[str, tuple[dict, dict, list]] = {}
+
+    def _index(self, source: str) -> tuple[dict[int, list[Rule]], dict[str, list[Rule]], list[Rule]]:
+        index = self._indexes.get(source)
+        if index is None:
+            by_id: dict[int, list[Rule]] = {}
+            by_type: dict[str, list[Rule]] = {}
+            anything: list[Rule] = []
+            for rule in self.rules:
+                if rule.sources is not None and source not in rule.sources:
+                    continue
+                if rule.event_ids is not None:
+                    for eid in rule.event_ids:
+                        by_id.setdefault(eid, []).append(rule)
+                elif rule.event_types is not None:
+                    for et in rule.event_types:
+                        by_type.setdefault(et, []).append(rule)
+                else:
+                    anything.append(rule)
+            index = self._indexes[source] = (by_id, by_type, anything)
+        return index
+
+    def candidates(self, event: Event) -> list[Rule]:
+        by_id, by_type, anything = self._index(event.source)
+        out = list(by_id.get(event.event_id, ())) if event.event_id is not None else []
+        out.extend(by_type.get(event.event_type, ()))
+        out.extend(anything)
+        return out
 
     def apply(self, event: Event) -> None:
-        candidates = self._by_id.get(event.event_id, ()) if event.event_id is not None else ()
         fired: list[str] = []
-        for rule in (*candidates, *self._any_id):
+        for rule in self.candidates(event):
             if rule.matches(event):
                 if rule.flag not in event.flags:
                     event.flags.append(rule.flag)

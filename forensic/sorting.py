@@ -24,9 +24,10 @@ import pyarrow.ipc as ipc
 
 from forensic.schema import TIMELINE_SCHEMA
 
-RUN_ROWS = 100_000
+RUN_ROWS = 50_000
+RUN_BATCH_ROWS = 4_096
 MAX_FANIN = 64
-MERGE_BUFFER_ROWS = 200_000  # spread over the runs being merged
+MERGE_BUFFER_ROWS = 100_000  # spread over the runs being merged
 _TS_MAX = 2**63 - 1
 
 
@@ -42,7 +43,8 @@ def sort_table(table: pa.Table) -> pa.Table:
 def write_run(table: pa.Table, folder: str) -> str:
     path = os.path.join(folder, f"run-{uuid.uuid4().hex}.arrow")
     with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, TIMELINE_SCHEMA) as writer:
-        for batch in table.to_batches(max_chunksize=20_000):
+        # Small batches: the merge holds at least one batch per run in memory.
+        for batch in table.to_batches(max_chunksize=RUN_BATCH_ROWS):
             writer.write_batch(batch)
     return path
 
@@ -85,7 +87,9 @@ def _ts_ints(table: pa.Table) -> pa.Array:
 class _RunCursor:
     def __init__(self, path: str, batch_rows: int):
         self.path = path
-        self._file = pa.memory_map(path, "r")
+        # Plain reads, not a memory map: mapped pages would count as resident
+        # memory for the whole run file.
+        self._file = pa.OSFile(path, "rb")
         self._reader = ipc.open_file(self._file)
         self._next = 0
         self.batch_rows = batch_rows

@@ -220,36 +220,74 @@ def prescan_errorlog(src: Source) -> InputEvidence:
     return ev
 
 
+# Literal needles first, the anchored pattern only on the lines they hit:
+# these lines are rare, so the text is scanned at str.find speed.
+_PRESCAN_NEEDLES = (
+    ("UTC adjustment:", "adj"), ("(UTC)", "pair"), ("Server name is", "server"),
+    ("cycle error log", "cycle"), ("error log has been reinitialized", "cycle"),
+    ("Microsoft SQL Server", "banner"), ("-s", "param"), ("MSSQL", "dir"), ("/var/opt/mssql", "linux"),
+)
+
+
+def _lines_with(text: str, needle: str):
+    pos = text.find(needle)
+    while pos != -1:
+        start = text.rfind("\n", 0, pos) + 1
+        end = text.find("\n", pos)
+        end = len(text) if end == -1 else end
+        yield text[start:end]
+        pos = text.find(needle, end)
+
+
 def _prescan_text(text: str, src: Source, ev: InputEvidence, params: list[str], dirs: list[str],
                   cycles: list[list[str]]) -> None:
-    for m in _P_ADJ.finditer(text):
-        local, offset = parse_local(m.group(1)), parse_offset(m.group(2))
-        if local is not None and offset is not None:
-            ev.anchors.append(TimeAnchor(local, offset, TZ_ERRORLOG_ADJUSTMENT, src.display_path))
-    for m in _P_PAIR.finditer(text):
-        offset = pair_offset(m.group(3), m.group(4))
-        if offset is None:
-            continue
-        if m.group(2) == "last reported":
-            # 17176 describes the previous run's last heartbeat: anchor there.
-            local = parse_pair_time(m.group(3))
-        else:
-            # 17177 is written periodically; it tells the offset when written.
-            local = parse_local(m.group(1))
-        if local is not None:
-            ev.anchors.append(TimeAnchor(local, offset, TZ_ERRORLOG_PAIR, src.display_path))
-    for m in _P_SERVER.finditer(text):
-        ev.facts.setdefault("server_name", m.group(2))
-    for m in _P_BANNER.finditer(text):
-        ev.facts.setdefault("version", m.group(2).strip())
-    for m in _PARAM_S.finditer(text):
-        params.append(m.group(1))
-    for m in _INSTANCE_DIR.finditer(text):
-        dirs.append(m.group(1))
-    for m in _P_CYCLE.finditer(text):
-        cycles.append([m.group(1), "cycle" if m.group(2).startswith("Attempting") else "reinit"])
-    if "/var/opt/mssql" in text:
-        ev.facts["platform"] = "linux"
+    for needle, kind in _PRESCAN_NEEDLES:
+        for line in _lines_with(text, needle):
+            if kind == "adj":
+                m = _P_ADJ.match(line)
+                if m:
+                    local, offset = parse_local(m.group(1)), parse_offset(m.group(2))
+                    if local is not None and offset is not None:
+                        ev.anchors.append(TimeAnchor(local, offset, TZ_ERRORLOG_ADJUSTMENT, src.display_path))
+            elif kind == "pair":
+                m = _P_PAIR.match(line)
+                if m:
+                    _pair_anchor(m, src, ev)
+            elif kind == "server":
+                m = _P_SERVER.match(line)
+                if m:
+                    ev.facts.setdefault("server_name", m.group(2))
+            elif kind == "cycle":
+                m = _P_CYCLE.match(line)
+                if m:
+                    cycles.append([m.group(1), "cycle" if m.group(2).startswith("Attempting") else "reinit"])
+            elif kind == "banner":
+                m = _P_BANNER.match(line)
+                if m:
+                    ev.facts.setdefault("version", m.group(2).strip())
+            elif kind == "param":
+                m = _PARAM_S.match(line)
+                if m:
+                    params.append(m.group(1))
+            elif kind == "dir":
+                dirs.extend(m.group(1) for m in _INSTANCE_DIR.finditer(line))
+            elif kind == "linux":
+                ev.facts["platform"] = "linux"
+                break  # one hit is enough
+
+
+def _pair_anchor(m: re.Match[str], src: Source, ev: InputEvidence) -> None:
+    offset = pair_offset(m.group(3), m.group(4))
+    if offset is None:
+        return
+    if m.group(2) == "last reported":
+        # 17176 describes the previous run's last heartbeat: anchor there.
+        local = parse_pair_time(m.group(3))
+    else:
+        # 17177 is written periodically; it tells the offset when written.
+        local = parse_local(m.group(1))
+    if local is not None:
+        ev.anchors.append(TimeAnchor(local, offset, TZ_ERRORLOG_PAIR, src.display_path))
 
 
 PARSER = ErrorlogParser()
