@@ -596,6 +596,7 @@ class FileState:
     extracted: list[str] = field(default_factory=list)
     views: dict[str, int] = field(default_factory=dict)
     scan_for_startup: str | None = None  # 'scan for startup procs' running (else configured) value
+    last_position: str = "the start"
 
 
 def host_instance(values: Mapping[str, Any]) -> tuple[str | None, str | None]:

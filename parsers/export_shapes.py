@@ -723,7 +723,8 @@ def safe_iterparse(feed: _XmlFeed, events: tuple[str, ...] = ("start", "end")) -
 
 
 def _local(tag: Any) -> str:
-    return etree.QName(tag).localname if isinstance(tag, str) else ""
+    """``{namespace}name`` -> ``name``; comments and PIs have no name."""
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
 
 
 _XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"

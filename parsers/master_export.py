@@ -93,6 +93,15 @@ class MasterExportParser:
             yield ParseWarning("not a master-database export this parser recognises", "offset 0x0", damaged=True)
             return
         state = catalog_views.FileState(extract_dir=options.get("extract_assemblies") or None)
+        try:
+            yield from self._parse_rows(src, head, shape, state)
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not become a traceback for the user
+            yield ParseWarning(f"master_export stopped on an internal error ({type(exc).__name__}: {exc}); "
+                               "rows after this point were not read", f"after {state.last_position}",
+                               damaged=True)
+
+    def _parse_rows(self, src: Source, head: bytes, shape: Shape,
+                    state: catalog_views.FileState) -> Iterator[Event | ParseWarning]:
         views: dict[tuple[frozenset[str], str | None], str | None] = {}
         skipped: dict[int, int] = {}
         first_skipped: dict[int, tuple[str, list[str]]] = {}
@@ -100,6 +109,7 @@ class MasterExportParser:
             if isinstance(item, ParseWarning):
                 yield item
                 continue
+            state.last_position = item.position
             key = (frozenset(item.values), item.hint)
             if key not in views:
                 rec, _ = catalog_views.canonical(item.values)
