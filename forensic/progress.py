@@ -26,8 +26,10 @@ def run_with_progress(opts: RunOptions, runner: Callable, quiet: bool, console: 
             state: dict = {}
 
             def hook(phase, item, nbytes):
-                if phase == "discovered":
-                    state["files"] = bar.add_task("files", total=None)
+                if phase == "inputs":
+                    state["count"] = nbytes
+                elif phase == "discovered":
+                    state["files"] = bar.add_task("files", total=state.get("count"))
                     state["bytes"] = bar.add_task("bytes", total=nbytes)
                 elif phase == "parsed":
                     bar.advance(state["files"], 1)

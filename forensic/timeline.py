@@ -73,6 +73,7 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
     started = datetime.now(UTC)
     hook = progress or (lambda phase, item, n: None)
     found = discover(opts.paths)
+    hook("inputs", None, len(found.inputs))
     hook("discovered", None, sum(i.size for i in found.inputs))
 
     executor = make_executor(opts.workers)
