@@ -86,6 +86,7 @@ _ALIASES = _aliases({
     "file_id": (),
     "file_name": (),
     "content": ("FileContent", "AssemblyContent", "Bytes"),
+    "content_length": ("DataLength",),
     "assembly_class": ("ClassName",),
     "assembly_method": ("MethodName",),
     "config_name": ("DisplayName",),
@@ -829,8 +830,19 @@ def _assembly_file(rec: dict[str, Any], state: FileState) -> Subject:
     content = rec.get("content") if rec.get("content") is not None else rec.get("dll")
     decoded = clr_binary.decode_binary(content)
     described = clr_binary.describe_assembly(decoded)
-    attrs.update(described)
     where = f"assembly {sub.object_name!r}"
+    # The collection script sends DATALENGTH(content): completeness is then
+    # a fact, not a guess.
+    expected = to_int(rec.get("content_length"))
+    if expected is not None:
+        described["content_length"] = expected
+        size = described.get("size")
+        if size is None and expected > 0 and decoded.encoding == "empty":
+            decoded.encoding = described["content_encoding"] = "lost"
+            decoded.problems.append(f"binary not captured ({expected} bytes on the server, left out of the export)")
+        elif size is not None and size != expected:
+            described.update(truncated=True, truncated_at=size, truncated_reason=f"{size} of {expected} bytes exported")
+    attrs.update(described)
     if decoded.encoding == "lost":
         sub.warnings.append(ParseWarning(f"{where}: {decoded.problems[0]}", None, damaged=False))
     elif decoded.encoding == "unknown":

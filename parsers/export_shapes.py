@@ -64,7 +64,11 @@ _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.DOTALL)
 _BAD_CHARREF = re.compile(r"&#(?:x0*(?:[0-8bBcCeE]|1[0-9a-fA-F])|0*(?:[0-8]|1[1-24-9]|2[0-9]|3[01]));")
 _CSV_FIELD_LIMIT = 1 << 28  # 256 MiB: base64/hex DLLs are long fields
 
-XML_SIZE_LIMIT = 1 << 31  # refuse XML inputs above 2 GiB (they are no export)
+# XML limits.  libxml2 without huge_tree caps one text node at 10,000,000
+# bytes and nesting at 256 levels; on top, a whole XML input is read up to
+# this many bytes (a master export is megabytes; gigabytes of XML are an
+# attack or a mistake, and iterparse keeps at most one row in memory anyway).
+XML_SIZE_LIMIT = 1 << 31
 
 
 @dataclass(slots=True)
@@ -663,6 +667,8 @@ class _XmlFeed(io.RawIOBase):
         self._done = False
         self._carry = ""
         self.bad_charrefs = 0
+        self.fed = 0
+        self.over_limit = False
 
     def readable(self) -> bool:
         return True
@@ -703,10 +709,14 @@ class _XmlFeed(io.RawIOBase):
 
     def readinto(self, b: Any) -> int:
         while not self._buf:
+            if self.fed >= XML_SIZE_LIMIT:
+                self.over_limit = True
+                return 0
             text = self._next_text()
             if text is None:
                 return 0
             self._buf = text.encode("utf-8")
+            self.fed += len(self._buf)
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
@@ -826,13 +836,21 @@ def read_xml(text: TextIO) -> Iterator[Row | ParseWarning]:
                               dict(marker))
                 _release(el)
     except etree.XMLSyntaxError as exc:
-        yield ParseWarning(f"XML damaged or cut: {exc}", f"row {number + 1}", lost_records=1)
+        yield ParseWarning(_xml_error(exc, feed), f"row {number + 1}", lost_records=1)
     if marker and not ended:
         yield ParseWarning("collection output has no <mssqlf_end/>: the file was cut or the collection "
                            "stopped early", f"row {number}", damaged=True)
     if feed.bad_charrefs:
         yield ParseWarning(f"{feed.bad_charrefs} reference(s) to characters XML forbids replaced by U+FFFD",
                            None, damaged=False)
+
+
+def _xml_error(exc: Exception, feed: _XmlFeed) -> str:
+    if feed.over_limit:
+        return f"XML input larger than {XML_SIZE_LIMIT} bytes: read up to the limit only"
+    if "huge" in str(exc).lower() or "too long" in str(exc).lower():
+        return f"XML value over libxml2's safe size limit (10 MB) not read: {exc}"
+    return f"XML damaged or cut: {exc}"
 
 
 def _release(el: Any) -> None:
@@ -958,7 +976,7 @@ def read_clixml(text: TextIO) -> Iterator[Row | ParseWarning]:
             yield Row(values, number, f"object {number} (RefId {el.get('RefId')})", 0, hint)
             _release(el)
     except etree.XMLSyntaxError as exc:
-        yield ParseWarning(f"CLIXML damaged or cut: {exc}", f"object {number + 1}", lost_records=1)
+        yield ParseWarning(_xml_error(exc, feed), f"object {number + 1}", lost_records=1)
 
 
 def _chunks(text: TextIO, size: int = 1 << 20) -> Iterator[str]:

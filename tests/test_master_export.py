@@ -849,3 +849,20 @@ def test_startup_procedure_with_scan_option_off_is_reported():
     events, _ = run(json.dumps([{"name": "scan for startup procs", "value": 1, "value_in_use": 1}])
                     + json.dumps(procs))
     assert not [e for e in events if e.event_type == "startup_config_mismatch"]
+
+
+def test_collection_content_length_proves_completeness():
+    events, _ = run(FIX / "collect_output.xml")
+    evil = named(events, "my_assembly")[0]
+    assert evil.attributes["content_length"] == evil.attributes["size"] == len(EVIL_DLL)
+    assert "truncated" not in evil.attributes
+    row = ('<result view="sys.assembly_files" database="AppDB"><row><assembly_id>65540</assembly_id>'
+           '<assembly_name>{name}</assembly_name><content_length>{length}</content_length>{content}</row></result>')
+    cut = row.format(name="cut", length=len(EVIL_DLL), content=f"<content>{base64.b64encode(EVIL_DLL[:3000]).decode()}"
+                                                              "</content>")
+    left_out = row.format(name="huge", length=9000000, content="")
+    events, warnings = run(cut + left_out)
+    cut_ev, huge_ev = named(events, "cut")[0], named(events, "huge")[0]
+    assert cut_ev.attributes["truncated"] is True and cut_ev.attributes["truncated_at"] == 3000
+    assert huge_ev.attributes["content_captured"] is False
+    assert any("9000000 bytes on the server" in w.message for w in warnings)

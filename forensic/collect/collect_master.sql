@@ -126,7 +126,10 @@ DECLARE @db sysname, @exec nvarchar(400);
 DECLARE @assemblies nvarchar(max) = N'SELECT N''sys.assembly_files'' AS [@view], DB_NAME() AS [@database],
        (SELECT af.assembly_id, a.name AS assembly_name, af.name AS file_name, af.file_id, a.clr_name,
                a.permission_set_desc, a.is_visible, a.is_user_defined, USER_NAME(a.principal_id) AS owner,
-               a.create_date, a.modify_date, af.content
+               a.create_date, a.modify_date, DATALENGTH(af.content) AS content_length,
+               -- Over 7 MB the base64 text would pass libxml2''s 10 MB
+               -- limit for one value: leave it out (the length says so).
+               CASE WHEN DATALENGTH(af.content) <= 7000000 THEN af.content END AS content
         FROM sys.assembly_files AS af
         JOIN sys.assemblies AS a ON a.assembly_id = af.assembly_id
         ORDER BY af.assembly_id, af.file_id
