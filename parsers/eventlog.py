@@ -296,34 +296,34 @@ def _fallback_text(rec: EvtxRecord) -> str:
 
 
 @cache
-def _audit_key_pattern() -> re.Pattern[str]:
-    keys = sorted(tables().audit_keys, key=len, reverse=True)
-    return re.compile(r"^(" + "|".join(map(re.escape, keys)) + r"):", re.MULTILINE)
+def _audit_key_order() -> dict[str, int]:
+    return {k: i for i, k in enumerate(tables().audit_keys)}
 
 
 def parse_audit_block(text: str) -> dict[str, str]:
     """``key:value`` lines -> dict; multi-line values run to the next key.
 
     A key line only counts when it comes later in SQL Server's key order than
-    the previous one, so a statement containing ``\\nobject_name:x`` cannot
-    forge a field.  Unknown ``word:`` lines stay part of the value.
+    the previous one, so a statement containing ``\nobject_name:x`` cannot
+    forge a field.  Unknown ``word:`` lines stay part of the value.  (Line by
+    line with dict lookups: a regex alternation of 46 keys was ~10x slower.)
     """
-    order = {k: i for i, k in enumerate(tables().audit_keys)}
+    order = _audit_key_order()
     fields: dict[str, str] = {}
-    starts: list[tuple[str, int, int]] = []  # key, match start, value start
-    last = -1
-    for m in _audit_key_pattern().finditer(text):
-        rank = order[m.group(1)]
-        if rank <= last:
-            continue
-        starts.append((m.group(1), m.start(), m.end()))
-        last = rank
-    for i, (key, _start, value_start) in enumerate(starts):
-        end = starts[i + 1][1] if i + 1 < len(starts) else len(text)
-        value = text[value_start:end]
-        if value.endswith("\n"):
-            value = value[:-1]
-        fields[key] = value
+    key, parts, last = None, [], -1
+    for line in text.split("\n"):
+        colon = line.find(":")
+        rank = order.get(line[:colon], -1) if colon > 0 else -1
+        if rank > last:
+            if key is not None:
+                fields[key] = "\n".join(parts)
+            key, parts, last = line[:colon], [line[colon + 1:]], rank
+        elif key is not None:
+            parts.append(line)
+    if key is not None:
+        if parts and parts[-1] == "" and len(parts) > 1:
+            parts.pop()  # the block's final newline
+        fields[key] = "\n".join(parts)
     return fields
 
 
