@@ -57,6 +57,8 @@ _DASHES = re.compile(r"^-+(?:([^-\r\n])-+)*\s*$")
 _SQLCMD_MSG = re.compile(r"^Msg \d+, Level \d+, State \d+")
 _ERRORLOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2} ")
 _DBATOOLS = re.compile(r"using dbatools Export-DbaScript", re.IGNORECASE)
+_SMO_OBJECT_HEADER = re.compile(r"^/\*{6} Object:\s+(StoredProcedure|SqlAssembly|DdlTrigger|ServerDdlTrigger|Login|"
+                                r"ExtendedStoredProcedure|Database)\s+.+Script Date:.+\*{6}/\s*$", re.MULTILINE)
 _TYPE_LINE = re.compile(r"^#TYPE [\w.+`\[\], ]+$")
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>", re.DOTALL)
 # Character references to characters XML 1.0 forbids.  FOR XML writes them
@@ -150,6 +152,10 @@ def detect_shape(text: str) -> Shape | None:
             return Shape("clixml")
         return None
     if body.startswith("/*") and _DBATOOLS.search(body[:2000]):
+        return Shape("dbatools")
+    if _SMO_OBJECT_HEADER.search(body):
+        # SMO scripting with headers (Export-DbaScript -NoPrefix, SSMS
+        # "Generate Scripts"): the same statements, read the same way.
         return Shape("dbatools")
     lines = _lines(stripped)
     # sqlcmd/SSMS text header of an unnamed FOR JSON/XML result.

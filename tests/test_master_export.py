@@ -866,3 +866,43 @@ def test_collection_content_length_proves_completeness():
     assert cut_ev.attributes["truncated"] is True and cut_ev.attributes["truncated_at"] == 3000
     assert huge_ev.attributes["content_captured"] is False
     assert any("9000000 bytes on the server" in w.message for w in warnings)
+
+
+def test_powerupsql_xp_export_dll_path_in_syscomments_text():
+    cols = ["ComputerName", "Instance", "DatabaseName", "object_id", "parent_object_id", "schema_id",
+            "schema_name", "type", "type_desc", "name", "principal_id", "text", "ctext", "status", "create_date",
+            "modify_date", "is_ms_shipped", "is_published", "is_schema_published", "colid", "compressed",
+            "encrypted", "id", "language", "number", "texttype"]
+    vals = ["MSSQLSRV04", "MSSQLSRV04\\SQLSERVER2014", "master", "1269579561", "0", "1", "dbo", "x",
+            "EXTENDED_STORED_PROCEDURE", "xp_evil", "", "\\\\acme.com@SSL\\evilxp.txt", "\\\\acme.com@SSL\\evilxp.txt",
+            "0", "9/11/2017 11:36:06 AM", "9/11/2017 11:36:06 AM", "False", "False", "False", "1", "False",
+            "False", "1269579561", "0", "0", "2"]
+    text = "#TYPE System.Data.DataRow\r\n" + ",".join(f'"{c}"' for c in cols) + "\r\n" \
+        + ",".join(f'"{v}"' for v in vals) + "\r\n"
+    events, warnings = run(text)
+    assert not warnings
+    (ev,) = events
+    assert ev.object_type == "X" and ev.attributes["dll"] == "\\\\acme.com@SSL\\evilxp.txt"
+    assert ev.flags == ["extended_procedure"] and ev.instance == "SQLSERVER2014"
+
+
+def test_information_schema_routines_and_clixml_stream_prefix():
+    routines = ('"ROUTINE_CATALOG","ROUTINE_SCHEMA","ROUTINE_NAME","ROUTINE_TYPE","ROUTINE_DEFINITION","CREATED",'
+                '"LAST_ALTERED"\n"master","dbo","sp_x","PROCEDURE","CREATE PROC sp_x AS EXEC sp_OACreate '
+                '\'WScript.Shell\', @o OUT","2024-03-01 02:00:00.000","2024-03-01 02:00:00.000"\n')
+    events, _ = run(routines)
+    assert events[0].object_name == "sp_x" and events[0].flags == ["ole_automation"]
+    clixml = ("#< CLIXML\r\n" + (FIX / "clixml_dbatools_utf16.xml").read_bytes().decode("utf-16"))
+    events, warnings = run(clixml.encode("utf-8"))
+    assert not warnings and named(events, "sp_add_pscmd")
+
+
+def test_smo_generate_scripts_without_dbatools_prefix():
+    script = ("USE [master]\r\nGO\r\n/****** Object:  StoredProcedure [dbo].[sp_add_osadmin]    Script Date: 3/5/2024 "
+              "9:12:44 AM ******/\r\nSET ANSI_NULLS ON\r\nGO\r\nCREATE PROCEDURE [dbo].[sp_add_osadmin] AS\r\n"
+              "EXEC master..xp_cmdshell 'net user osadmin P@ss /add'\r\nGO\r\n"
+              "EXEC sp_procoption N'[dbo].[sp_add_osadmin]', 'startup', '1'\r\nGO\r\n")
+    assert sniff(script)
+    events, _ = run(script)
+    assert set(flags_of(events, "sp_add_osadmin")) == {"startup_procedure", "xp_cmdshell"}
+    assert not sniff("USE [master]\r\nGO\r\nCREATE PROCEDURE dbo.usp_x AS SELECT 1\r\nGO\r\n")
