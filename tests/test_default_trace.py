@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from construct import GreedyRange
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trc_builder import T0, ServerTrace, object_event, session, source
@@ -87,8 +89,6 @@ def test_sample_framing_accounts_for_every_byte(name):
 @pytest.mark.parametrize("name", ["temporaltabledemo_log.trc", "storageemulatortracer_trace.trc"])
 def test_fast_walk_agrees_with_declared_layout(name):
     """The struct-based hot loop reads exactly what the construct Token/BeginRecord say."""
-    from construct import GreedyRange
-
     src = sample(name)
     with src.open() as stream:
         reader = TraceReader(stream, src.size)
@@ -594,8 +594,6 @@ def test_crafted_candidate_storm_stays_linear():
     trace, offsets = three_events()
     data = trace.data()
     data = data[:offsets[2]] + b"\x01" + fake * 20000 + data[offsets[2]:]
-    import time
-
     t0 = time.perf_counter()
     events, warnings = run(source(data))
     assert time.perf_counter() - t0 < 30
