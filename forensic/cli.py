@@ -129,6 +129,9 @@ def timeline(
         raise typer.Exit(130) from None
     if not quiet:
         print_summary(result, err_console)
+        if fmt_name in ("parquet", "jsonl") and result.rows:
+            from forensic.findings import build_findings, findings_table
+            err_console.print(findings_table(build_findings(output)))
     raise typer.Exit(result.exit_code)
 
 

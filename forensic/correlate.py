@@ -9,6 +9,7 @@ the data-driven rules can see them (``attributes.cycle_burst`` and the rule
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from forensic.instances import InstanceDirectory
@@ -54,3 +55,134 @@ def cycle_bursts(directory: InstanceDirectory, evidence: dict[str, InputEvidence
                         marked.add(s)
             out[group] = sorted(marked)
     return out
+
+
+# -- after the parse: flags that follow the object ------------------------------
+
+# Flags that mark an *object* as malicious: every event about that object, in
+# any source of the same instance, carries the flag too.
+OBJECT_FLAGS = ("startup_procedure", "clr_assembly_load", "extended_procedure")
+CLR_MODULE_TYPES = ("PC", "FS", "FT", "TA", "AF")
+
+
+def instance_key(host: str | None, instance: str | None) -> str:
+    from forensic.instances import norm_host, norm_instance
+    return f"{norm_host(host) or ''}\\{norm_instance(instance) or ''}"
+
+
+def object_key(host: str | None, instance: str | None, name: str) -> str:
+    from forensic.findings import norm_object
+    return f"{instance_key(host, instance)}|{norm_object(name)}"
+
+
+@dataclass
+class ObjectFacts:
+    """What the parse phase learned about objects, per instance."""
+
+    flagged: dict[str, set[str]] = field(default_factory=dict)  # object key -> flags
+    links: set[tuple[str, str]] = field(default_factory=set)  # (module key, assembly key)
+    xp_cmdshell_enabled: dict[str, str] = field(default_factory=dict)  # host key -> earliest UTC ISO
+
+    def merge(self, other: ObjectFacts) -> None:
+        for key, flags in other.flagged.items():
+            self.flagged.setdefault(key, set()).update(flags)
+        self.links |= other.links
+        for host, ts in other.xp_cmdshell_enabled.items():
+            if host not in self.xp_cmdshell_enabled or ts < self.xp_cmdshell_enabled[host]:
+                self.xp_cmdshell_enabled[host] = ts
+
+    def observe(self, ev) -> None:
+        """Learn from one finished event (called in the worker)."""
+        name = ev.object_name
+        if name and ev.object_type != "config":
+            for flag in ev.flags:
+                if flag in OBJECT_FLAGS:
+                    self.flagged.setdefault(object_key(ev.host, ev.instance, name), set()).add(flag)
+            assembly = ev.attributes.get("assembly_name")
+            if assembly and ev.object_type in CLR_MODULE_TYPES:
+                self.links.add((object_key(ev.host, ev.instance, name), object_key(ev.host, ev.instance, assembly)))
+        if ev.timestamp is not None and "xp-cmdshell-enabled" in (ev.attributes.get("rules") or ()):
+            from forensic.instances import norm_host
+            host = norm_host(ev.host) or ""
+            ts = ev.timestamp.isoformat()
+            if host not in self.xp_cmdshell_enabled or ts < self.xp_cmdshell_enabled[host]:
+                self.xp_cmdshell_enabled[host] = ts
+
+    def closed(self) -> dict[str, set[str]]:
+        """Flagged objects including CLR modules of flagged assemblies (and back)."""
+        out = {k: set(v) for k, v in self.flagged.items()}
+        for module, assembly in self.links:
+            if "clr_assembly_load" in out.get(assembly, ()):
+                out.setdefault(module, set()).add("clr_assembly_load")
+            if out.get(module):
+                out.setdefault(assembly, set()).add("clr_assembly_load")
+        return out
+
+
+class Correlator:
+    """Adds object-following flags to merged record batches (vectorised test,
+    Python only for the few rows that change)."""
+
+    def __init__(self, facts: ObjectFacts):
+        import pyarrow as pa
+        self.flagged = facts.closed()
+        self.xp_since = facts.xp_cmdshell_enabled
+        self._keys = pa.array(sorted(self.flagged), type=pa.string())
+        self.changed = 0
+
+    def __call__(self, batch):
+        import json
+
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        if not len(self._keys) and not self.xp_since:
+            return batch
+        rows_to_fix: dict[int, list[tuple[str, str]]] = {}
+        if len(self._keys):
+            names = batch.column("object_name")
+            if names.null_count < len(names):
+                hosts = batch.column("host").to_pylist()
+                insts = batch.column("instance").to_pylist()
+                name_list = names.to_pylist()
+                types = batch.column("object_type").to_pylist()
+                keys = [object_key(h, i, n) if n and t != "config" else None
+                        for h, i, n, t in zip(hosts, insts, name_list, types, strict=True)]
+                mask = pc.is_in(pa.array(keys, type=pa.string()), value_set=self._keys).to_pylist()
+                for idx, hit in enumerate(mask):
+                    if hit:
+                        for flag in sorted(self.flagged[keys[idx]]):
+                            rows_to_fix.setdefault(idx, []).append(
+                                (flag, f"{name_list[idx]} is flagged {flag} by other evidence of this instance"))
+        if self.xp_since:
+            flags_col = batch.column("flags").to_pylist()
+            from forensic.instances import norm_host
+            hosts = batch.column("host").to_pylist()
+            stamps = batch.column("timestamp").to_pylist()
+            for idx, flags in enumerate(flags_col):
+                if "sqlservr_child_process" in flags and "xp_cmdshell" not in flags:
+                    since = self.xp_since.get(norm_host(hosts[idx]) or "")
+                    if since and stamps[idx] is not None and stamps[idx].isoformat() >= since:
+                        rows_to_fix.setdefault(idx, []).append(
+                            ("xp_cmdshell", f"process started by sqlservr.exe after xp_cmdshell was enabled ({since})"))
+        if not rows_to_fix:
+            return batch
+        flags_col = batch.column("flags").to_pylist()
+        attrs_col = batch.column("attributes").to_pylist()
+        for idx, additions in rows_to_fix.items():
+            attrs = json.loads(attrs_col[idx])
+            notes = attrs.get("correlation") or []
+            changed = False
+            for flag, why in additions:
+                if flag not in flags_col[idx]:
+                    flags_col[idx] = [*flags_col[idx], flag]
+                    notes.append(why)
+                    changed = True
+            if changed:
+                attrs["correlation"] = notes
+                attrs_col[idx] = json.dumps(attrs, ensure_ascii=True, sort_keys=True)
+                self.changed += 1
+        schema = batch.schema
+        batch = batch.set_column(schema.get_field_index("flags"), schema.field("flags"),
+                                 pa.array(flags_col, type=schema.field("flags").type))
+        return batch.set_column(schema.get_field_index("attributes"), schema.field("attributes"),
+                                pa.array(attrs_col, type=pa.string()))

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 import parsers
+from forensic.correlate import ObjectFacts
 from forensic.discovery import open_evidence
 from forensic.model import TZ_UTC, Event, InputEvidence, ParseWarning
 from forensic.rules import RuleSet, default_rules, load_rules
@@ -113,6 +114,7 @@ class InputReport:
     first_timestamp: str | None = None
     last_timestamp: str | None = None
     runs: list[str] = field(default_factory=list)
+    facts: ObjectFacts = field(default_factory=ObjectFacts)
 
     def add_warning(self, w: ParseWarning) -> None:
         self.warning_count += 1
@@ -167,6 +169,7 @@ def iter_input_batches(task: ParseTask, report: InputReport) -> Iterator[pa.Reco
                 report.add_warning(item)
                 continue
             finish_event(item, task, rules)
+            report.facts.observe(item)
             report.events += 1
             for flag in item.flags:
                 report.flags[flag] += 1

@@ -21,7 +21,7 @@ from datetime import tzinfo as TzInfo
 from typing import Any
 
 from forensic import __version__
-from forensic.correlate import cycle_bursts
+from forensic.correlate import Correlator, ObjectFacts, cycle_bursts
 from forensic.discovery import DiscoveryResult, InputFile, discover
 from forensic.executors import TaskFailed, make_executor
 from forensic.instances import InstanceDirectory, build_directory
@@ -124,7 +124,11 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
             runs = [r for rep in reports.values() for r in rep.runs]
             writer = TimelineWriter(opts.output, opts.fmt, csv_bom=opts.csv_bom)
             hook("merging", None, 0)
-            writer.write_all(merge_runs(runs, scratch))
+            facts = ObjectFacts()
+            for rep in reports.values():
+                facts.merge(rep.facts)
+            correlate = Correlator(facts)
+            writer.write_all(correlate(b) for b in merge_runs(runs, scratch))
             writer.close()
             rows = writer.rows
         except BaseException:
