@@ -23,6 +23,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Offline forensic timeline and persistence findings for SQL Server evidence.")
 
 err_console = Console(stderr=True, highlight=False)
+if not err_console.is_terminal:
+    # Logs and pipes: wide enough that tables do not fold evidence names.
+    err_console = Console(stderr=True, highlight=False, width=160)
 
 
 class OutFormat(StrEnum):

@@ -214,6 +214,10 @@ def _attach_appdomains(groups: dict[tuple, Finding]) -> list[Finding]:
     return out
 
 
+def _short(ts: str | None) -> str:
+    return f"{ts[:10]} {ts[11:19]}" if ts else "-"
+
+
 def findings_table(findings: list[Finding]) -> Table:
     table = Table(title=f"{len(findings)} finding(s)", title_justify="left")
     for col in ("severity", "finding", "host\\instance", "first seen (UTC)", "last seen (UTC)", "sources", "events"):
@@ -221,6 +225,6 @@ def findings_table(findings: list[Finding]) -> Table:
     style = {"high": "bold red", "medium": "yellow", "low": "cyan"}
     for f in findings:
         table.add_row(Text(f.severity, style=style[f.severity]), Text(f.title),
-                      Text(f"{f.host or '?'}\\{f.instance or '?'}"), Text(f.first_seen or "-"),
-                      Text(f.last_seen or "-"), Text(", ".join(f.sources)), str(f.event_count))
+                      Text(f"{f.host or '?'}\\{f.instance or '?'}"), Text(_short(f.first_seen)),
+                      Text(_short(f.last_seen)), Text(", ".join(f.sources)), str(f.event_count))
     return table
