@@ -600,6 +600,10 @@ class FileState:
     last_position: str = "the start"
 
 
+_INSTANCE_KEYS = frozenset(("computername", "machinename", "netbiosname", "hostname", "instancename", "sqlinstance",
+                            "instance", "servername", "sqlserver", "server"))
+
+
 def host_instance(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """Host and instance from PowerUpSQL/dbatools/collection columns.
 
@@ -609,10 +613,12 @@ def host_instance(values: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """
     host = full = bare = None
     for key, value in values.items():
+        nk = norm_key(key)
+        if nk not in _INSTANCE_KEYS:
+            continue
         text = text_of(value)
         if not text or not text.strip():
             continue
-        nk = norm_key(key)
         if nk in ("computername", "machinename", "netbiosname", "hostname") and not host:
             host = text.strip()
         elif nk in ("instancename",) and not bare:
