@@ -41,6 +41,7 @@ from forensic.model import Event, InputEvidence, ParseWarning
 from parsers import trc_layout as L
 from parsers import trc_names as N
 from parsers.base import Source
+from parsers.errorlog import RECORD_START, prescan_errorlog, split_record
 from parsers.sqlmessages import classify
 
 SOURCE = "default_trace"
@@ -566,28 +567,34 @@ def decode_value(column_id: int, raw: bytes) -> Any:
     return decoder(raw) if decoder is not None else raw.hex()
 
 
-_ERRORLOG_PREFIX = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2,3} (?P<src>\S+)\s+")
 _ERROR_LINE = re.compile(r"^Error: (?P<num>\d+), Severity: (?P<sev>\d+), State: (?P<state>\d+)\.\s*")
+
+
+def _errorlog_split(line: str) -> tuple[str, str | None]:
+    """(message, ERRORLOG source column) of a line, with the ERRORLOG parser's own split."""
+    if RECORD_START.match(line):
+        _ts, process, message = split_record(line)
+        return message.strip(), process
+    return line, None
 
 
 def _message_body(text: str) -> tuple[str, dict[str, Any], int | None]:
     """The message of an ERRORLOG line held in TextData, without date and spid.
 
     ErrorLog trace events carry the line as ERRORLOG wrote it
-    (``2018-02-04 20:17:25.48 spid4s      Configuration option ...``).
+    (``2018-02-04 20:17:25.48 spid4s      Configuration option ...``); an
+    ``Error: N, Severity: S, State: T.`` line before the message gives its number.
     """
     extra: dict[str, Any] = {}
     number = None
-    body = text.strip()
-    m = _ERRORLOG_PREFIX.match(body)
-    if m:
-        extra["errorlog_source"] = m.group("src")
-        body = body[m.end():]
+    body, process = _errorlog_split(text.strip())
+    if process:
+        extra["errorlog_source"] = process
     m = _ERROR_LINE.match(body)
     if m and body[m.end():].strip():
         number = int(m.group("num"))
         extra.update(message_severity=int(m.group("sev")), message_state=int(m.group("state")))
-        body = _ERRORLOG_PREFIX.sub("", body[m.end():].strip(), count=1)
+        body = _errorlog_split(body[m.end():].strip())[0]
     return body, extra, number
 
 
@@ -979,13 +986,10 @@ def _errorlog_anchors(lines: list[str], src: Source) -> list:
 
     The lines are ERRORLOG lines verbatim, so the ERRORLOG parser's own
     prescan reads them (one implementation of the 17177 pair and the
-    "UTC adjustment" banner).  Imported here only: most traces have no such
-    line.
+    "UTC adjustment" banner).
     """
     if not lines:
         return []
-    from parsers.errorlog import prescan_errorlog
-
     text = "\n".join(lines) + "\n"
     try:
         evidence = prescan_errorlog(Source.from_bytes(text.encode("utf-16"), src.display_path))

@@ -244,6 +244,19 @@ def test_prescan_time_anchor_from_errorlog_event():
     assert not PARSER.prescan(source(persistence_trace().file())).anchors
 
 
+def test_errorlog_event_with_error_header_line():
+    trace = ServerTrace()
+    text = ("2024-03-05 14:02:12.15 Logon       Error: 18456, Severity: 14, State: 8.\r\n"
+            "2024-03-05 14:02:12.15 Logon       Login failed for user 'sa'. Reason: Password did not match that"
+            " for the login provided. [CLIENT: 10.9.8.7]\r\n")
+    trace.event(22, {**session(), 1: text, 20: 14, 31: 18456})
+    (event,) = run(source(trace.file()))[0]
+    assert event.event_type == "login_failed" and event.attributes["message_id"] == 18456
+    assert event.attributes["client_address"] == "10.9.8.7" and event.attributes["message_state"] == 8
+    assert event.attributes["errorlog_source"] == "Logon"
+    assert event.message.startswith("ErrorLog by sa from WS01 via SSMS: Login failed for user 'sa'.")
+
+
 def test_sniff():
     for name in SAMPLE_COUNTS:
         src = sample(name)
