@@ -723,3 +723,24 @@ def test_cli_end_to_end_engines_agree(tmp_path):
     # (Counts are the engine's business: it spreads flags to related events.)
     flags = {f for r in rust for f in r["flags"]}
     assert flags == {"sqlservr_child_process", "xp_cmdshell", "audit_tampering", "sysadmin_granted", "clr_enabled"}
+
+
+def test_random_damage_never_raises():
+    """Random byte damage anywhere after the file magic: rows and warnings, never an exception."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    data = (SAMPLES / "sbou_LM_xp_cmdshell_MSSQL_Events.evtx").read_bytes()
+
+    @hypothesis.settings(max_examples=40, deadline=None, derandomize=True)
+    @hypothesis.given(st.lists(st.tuples(st.integers(8, len(data) - 1), st.integers(0, 255)), min_size=1, max_size=40),
+                      st.integers(8, len(data)))
+    def check(edits, cut):
+        damaged_data = bytearray(data)
+        for pos, value in edits:
+            damaged_data[pos] = value
+        for engine in ENGINES:
+            events, warnings, stats = run(Source.from_bytes(bytes(damaged_data[:cut])), engine)
+            assert stats["records_read"] <= 21
+            assert len(events) <= 21
+
+    check()
