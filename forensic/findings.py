@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from rich.table import Table
 from rich.text import Text
 
+from forensic.instances import norm_host
 from forensic.rules import default_rules
 
 SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
@@ -127,7 +128,7 @@ def build_findings(path: str) -> list[Finding]:
         attrs = row["attributes"]
         attrs = json.loads(attrs) if isinstance(attrs, str) and attrs else (attrs or {})
         obj = _subject_object(subject, row, attrs)
-        key = ((row["host"] or "").upper(), (row["instance"] or "").upper(), subject, norm_object(obj))
+        key = (norm_host(row["host"]) or "", (row["instance"] or "").upper(), subject, norm_object(obj))
         finding = groups.get(key)
         if finding is None:
             finding = groups[key] = Finding(
@@ -181,6 +182,8 @@ def _title(subject: str, obj: str | None, row: dict[str, Any]) -> str:
         return "Startup procedures enabled ('scan for startup procs')"
     if obj is None and subject in PER_OBJECT:
         return TITLES[subject].format(obj="(unnamed)")
+    if subject == "clr_assembly_load" and row.get("object_type") in ("PC", "FS", "FT", "TA", "AF"):
+        return f"CLR module {obj}"
     return TITLES.get(subject, subject).format(obj=obj or "?")
 
 

@@ -57,10 +57,21 @@ def print_summary(result: RunResult, console: Console) -> None:
         tz.add_row(_t(inst["host"] or "?"), _t(inst["instance"] or "?"), str(inst["inputs"]), _t(decision))
     console.print(tz)
 
+    assumed: Counter = Counter()
+    for item in m["inputs"]:
+        assumed[item["time_zone"]["group"]] += item["time_zone"]["tz_sources"].get("assumed_utc", 0)
     for inst in m["instances"]:
+        label = f"{inst['host'] or '?'}\\{inst['instance'] or '?'}"
+        if inst["time_zone"]["method"] == "assumed_utc":
+            # Only a warning where local times were actually taken as UTC
+            # (an instance seen only in EVTX has UTC times of its own).
+            if assumed[inst["group"]]:
+                console.print(Text(f"warning: {label}: no time-zone evidence and no --tz: "
+                                   f"{assumed[inst['group']]} local times taken as UTC (tz_source assumed_utc)",
+                                   style="yellow"))
+            continue
         for note in inst["time_zone"].get("notes", []):
-            style = "yellow"
-            console.print(Text(f"warning: {inst['host'] or '?'}\\{inst['instance'] or '?'}: {note}", style=style))
+            console.print(Text(f"warning: {label}: {note}", style="yellow"))
     for root in m["unattributed_paths"]:
         console.print(Text(f"warning: several instances under {root}; inputs that name none stay unattributed",
                            style="yellow"))

@@ -39,7 +39,7 @@ SOURCE = "errorlog"
 _TS = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2}"
 RECORD_START = re.compile(rf"^{_TS} ", re.MULTILINE)
 _SNIFF_LINE = re.compile(rf"^{_TS} +\S+ +\S", re.MULTILINE)
-_ERROR_LINE = re.compile(r"^Error: (\d+), Severity: (-?\d+), State: (-?\d+)\.?\s*$")
+ERROR_LINE = re.compile(r"^Error: (\d+), Severity: (-?\d+), State: (-?\d+)\.?\s*$")
 _SPID = re.compile(r"^spid(\d+)(s?)$", re.IGNORECASE)
 # The instance folder in paths: MSSQL16.MSSQLSERVER, MSSQL10_50.SQLEXPRESS
 _INSTANCE_DIR = re.compile(r"MSSQL\d{2}(?:_\d+)?\.([^\\/'\"\s]+)[\\/]", re.IGNORECASE)
@@ -147,11 +147,11 @@ class ErrorlogParser:
             if pending is not None:
                 p_rec, p_ts, p_proc, p_err = pending
                 pending = None
-                if ts == p_ts and process == p_proc and not _ERROR_LINE.match(message):
+                if ts == p_ts and process == p_proc and not ERROR_LINE.match(message):
                     yield build_event(self.source, p_rec, ts, process, message, p_err, item.line)
                     continue
                 yield self._lone_error(p_rec, p_ts, p_proc, p_err)
-            m = _ERROR_LINE.match(message)
+            m = ERROR_LINE.match(message)
             if m:
                 pending = (item, ts, process, (int(m.group(1)), int(m.group(2)), int(m.group(3))))
                 continue
