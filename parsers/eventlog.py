@@ -580,11 +580,13 @@ class EventLogParser:
         if engine is None:
             return evidence
         instances: list[str] = []
+        first = True
         try:
-            for i, rec in enumerate(self._records(src, engine, Prefilter(("mssql",)), ReadStats(engine))):
+            for rec in self._records(src, engine, _PrescanFilter(), ReadStats(engine), {"evtx_salvage": False}):
                 if isinstance(rec, ChunkDamage):
                     continue
-                if i == 0:
+                if first:
+                    first = False
                     evidence.host = rec.computer or None
                     evidence.facts["evtx_channel"] = rec.channel
                     if rec.channel.lower() != "application":
@@ -690,6 +692,26 @@ class EventLogParser:
                     if reader.unplaced:
                         yield ParseWarning(f"{len(reader.unplaced)} records could not be placed in a chunk "
                                            "(chunk headers disagree with record numbers)", None, 0, False)
+
+
+class _PrescanFilter(Prefilter):
+    """Decode the first record (it names the host and the log), then only SQL Server's."""
+
+    def __init__(self):
+        super().__init__(("mssql",))
+        self.fresh = True
+
+    def text_hit(self, text: str) -> bool:
+        if self.fresh:
+            self.fresh = False
+            return True
+        return super().text_hit(text)
+
+    def bytes_hit(self, buf: bytes, start: int, end: int) -> bool:
+        if self.fresh:
+            self.fresh = False
+            return True
+        return super().bytes_hit(buf, start, end)
 
 
 def _pair_anchor(rec: EvtxRecord, path: str) -> TimeAnchor | None:

@@ -744,3 +744,21 @@ def test_random_damage_never_raises():
             assert len(events) <= 21
 
     check()
+
+
+def test_utc_anchor_from_17177():
+    """17176/17177 give the server's UTC offset; EVTX gives the exact UTC time of 17177."""
+    pytest.importorskip("forensic.timezones")
+    from parsers.eventlog import _pair_anchor
+
+    rec = record(provider="MSSQL$RADAR", channel="Application", event_id=17177, record_id=5,
+                 strings=["7676", "6/1/2025 9:22:45 AM", "6/1/2025 5:22:45 AM"],
+                 time_created=datetime(2025, 6, 2, 0, 0, 53, tzinfo=UTC))
+    anchor = _pair_anchor(rec, "Application.evtx")
+    assert anchor.offset_minutes == 240
+    assert anchor.local == datetime(2025, 6, 2, 4, 0, 53)  # when it was written, in local time
+    assert anchor.source_record == 5
+    rec.event_id = 17176  # the previous run's last heartbeat
+    assert _pair_anchor(rec, "Application.evtx").local == datetime(2025, 6, 1, 9, 22, 45)
+    ev = as_row(rec)
+    assert ev.event_type == "process_id_reported" and ev.attributes["pid"] == "7676"
