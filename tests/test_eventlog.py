@@ -762,3 +762,32 @@ def test_utc_anchor_from_17177():
     assert _pair_anchor(rec, "Application.evtx").local == datetime(2025, 6, 1, 9, 22, 45)
     ev = as_row(rec)
     assert ev.event_type == "process_id_reported" and ev.attributes["pid"] == "7676"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("cut", [None, FILE_HEADER_SIZE + 2 * CHUNK_SIZE + 30000])
+def test_non_seekable_stream(engine, cut, tmp_path, monkeypatch):
+    """An archive member that cannot seek: streamed (python) or spooled to a deleted temp file (Rust)."""
+    import io
+    import tempfile
+
+    data = BASE.read_bytes()[:cut]
+
+    class Pipe(io.RawIOBase):
+        def __init__(self):
+            self.inner = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            chunk = self.inner.read(min(len(buffer), 5000))  # short reads, like a pipe
+            buffer[:len(chunk)] = chunk
+            return len(chunk)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    src = Source("evidence.zip!Security.evtx", len(data), lambda: io.BufferedReader(Pipe()))
+    events, warnings, stats = run(src, engine)
+    assert len(events) == (69 if cut is None else 34)
+    assert stats["records_lost"] == (0 if cut is None else 16)
+    assert list(tmp_path.iterdir()) == []  # the spooled copy is gone
