@@ -19,6 +19,9 @@ TZ_UTC = "utc"
 TZ_ERRORLOG_ADJUSTMENT = "errorlog_utc_adjustment"
 TZ_ERRORLOG_PAIR = "errorlog_local_utc_pair"
 TZ_REGISTRY = "registry"
+# The live server's own offset, recorded by the bundled collection script
+# (SYSDATETIMEOFFSET at collection time).
+TZ_COLLECTION = "collection_utc_offset"
 TZ_CLI = "cli"
 TZ_ASSUMED_UTC = "assumed_utc"
 

@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import cache
 
-from forensic.model import TZ_ASSUMED_UTC, TZ_CLI, TZ_ERRORLOG_ADJUSTMENT, TimeAnchor
+from forensic.model import (
+    TZ_ASSUMED_UTC,
+    TZ_CLI,
+    TZ_COLLECTION,
+    TZ_ERRORLOG_ADJUSTMENT,
+    TZ_ERRORLOG_PAIR,
+    TZ_REGISTRY,
+    TimeAnchor,
+)
 
 _OFFSET = re.compile(r"^(?:UTC|GMT)?\s*([+-]?)(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
 
@@ -144,6 +152,10 @@ def _transition(zone: tzinfo, start: datetime, end: datetime, after: int) -> dat
     return hi.replace(second=0, microsecond=0)
 
 
+# Which evidence names a stretch of one offset when several say the same.
+_KIND_PREFERENCE = (TZ_ERRORLOG_ADJUSTMENT, TZ_ERRORLOG_PAIR, TZ_REGISTRY, TZ_COLLECTION)
+
+
 @dataclass(slots=True)
 class Segment:
     start: datetime  # naive local, inclusive
@@ -216,10 +228,13 @@ class TimeContext:
             end = segments[i + 1].start if i + 1 < len(segments) else datetime.max
             kinds = {a.kind for a in anchors
                      if a.offset_minutes == seg.offset_minutes and (i == 0 or a.local >= seg.start) and a.local < end}
-            if TZ_ERRORLOG_ADJUSTMENT in kinds:
-                seg.tz_source = TZ_ERRORLOG_ADJUSTMENT
-            elif kinds:
-                seg.tz_source = sorted(kinds)[0]
+            for kind in _KIND_PREFERENCE:
+                if kind in kinds:
+                    seg.tz_source = kind
+                    break
+            else:
+                if kinds:
+                    seg.tz_source = sorted(kinds)[0]
         self.segments = segments
 
     @staticmethod

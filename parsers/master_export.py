@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import closing
+from datetime import datetime
 from typing import Any
 
-from forensic.model import Event, InputEvidence, ParseWarning
+from forensic.model import TZ_COLLECTION, Event, InputEvidence, ParseWarning, TimeAnchor
 from parsers import catalog_views, export_scripts, export_shapes
 from parsers.base import SNIFF_BYTES, Source
 from parsers.export_shapes import Row, Shape
@@ -49,6 +50,19 @@ def _rows(src: Source, head: bytes, shape: Shape) -> Iterator[Row | ParseWarning
             yield from export_scripts.read_dbatools(text)
     finally:
         text.close()
+
+
+def _collection_anchor(context: Mapping[str, Any], path: str) -> TimeAnchor | None:
+    """The server's offset when the collection script ran: time-zone evidence
+    for the instance's local-time artifacts, like the ERRORLOG banner."""
+    try:
+        offset = int(str(context["utc_offset_minutes"]).strip())
+        local = datetime.fromisoformat(str(context["collected_local"]).strip()[:26])
+    except (KeyError, ValueError, TypeError):
+        return None
+    if abs(offset) > 14 * 60:
+        return None
+    return TimeAnchor(local.replace(tzinfo=None), offset, TZ_COLLECTION, path)
 
 
 class MasterExportParser:
@@ -81,6 +95,9 @@ class MasterExportParser:
                 for key in ("utc_offset_minutes", "collected_local", "collected_utc", "product_version"):
                     if key in item.context:
                         evidence.facts[f"collection_{key}"] = item.context[key]
+                anchor = _collection_anchor(item.context, src.display_path)
+                if anchor is not None:
+                    evidence.anchors.append(anchor)
         except Exception:  # noqa: BLE001 - a prescan problem is reported by parse
             pass
         return evidence

@@ -83,3 +83,21 @@ def test_no_evidence_no_cli_is_assumed_utc():
 def test_unknown_cli_zone_raises():
     with pytest.raises(ValueError):
         parse_cli_zone("Mars/Olympus")
+
+
+def test_collection_offset_is_evidence(tmp_path, cli):
+    import json
+
+    import pyarrow.parquet as pq
+    from conftest import REPO
+    src = REPO / "tests" / "fixtures" / "master_export" / "collect_output.xml"
+    ev = tmp_path / "case"
+    ev.mkdir()
+    (ev / "collect_output.xml").write_bytes(src.read_bytes())
+    out = tmp_path / "t.parquet"
+    code, _o, err = cli("timeline", ev, "-o", out, "--workers", "1", "--quiet")
+    assert code in (0, 1), err
+    rows = [r for r in pq.read_table(out).to_pylist() if r["timestamp"] is not None]
+    assert rows and {r["tz_source"] for r in rows} == {"collection_utc_offset"}
+    manifest = json.loads((tmp_path / "t.parquet.manifest.json").read_text())
+    assert manifest["inputs"][0]["time_zone"]["offsets"][0]["offset"] == "-05:00"
