@@ -390,16 +390,63 @@ class ReadStats:
     engine_errors: int = 0
     file_dirty: bool = False
     header_chunk_count: int = 0
+    # Continuity across chunks (see finish_chunk): the last record number of
+    # the last chunk that had a usable header, and the chunks without one since.
+    last_number: int | None = None
+    between: list[Tally] = field(default_factory=list)
 
 
-def finish_chunk(tally: Tally, stats: ReadStats, file_dirty: bool) -> ChunkDamage | None:
-    """Account for one chunk once nothing more will be read from it."""
+def finish_chunk(tally: Tally, stats: ReadStats, file_dirty: bool) -> list[ChunkDamage]:
+    """Account for one chunk once nothing more will be read from it.
+
+    Chunks are finished in file order.  Besides the chunk's own damage this
+    notices records missing *between* chunks: an all-zero (wiped) or
+    unreadable chunk followed by a chunk whose numbering jumps ahead.  (The
+    gap is only counted when numbers go up: in a log that has wrapped, the
+    oldest chunk follows the newest and the numbers drop.)
+    """
     chunk = tally.chunk
     stats.chunks += 1
-    got = len(tally.seen)
-    if chunk.state == "empty":
-        stats.chunks_empty += 1
+    out = []
+    if chunk.expected is None:
+        if chunk.state == "empty":
+            stats.chunks_empty += 1
+        if stats.last_number is not None:
+            stats.between.append(tally)
+    else:
+        gap = _gap(chunk, stats)
+        if gap is not None:
+            out.append(gap)
+        stats.last_number = chunk.last
+        stats.between = []
+    own = _chunk_damage(tally, stats, file_dirty)
+    if own is not None:
+        out.insert(0, own)
+    return out
+
+
+def _gap(chunk: Chunk, stats: ReadStats) -> ChunkDamage | None:
+    if not stats.between or stats.last_number is None or chunk.first is None:
         return None
+    missing = chunk.first - stats.last_number - 1 - sum(len(t.seen) for t in stats.between)
+    if missing <= 0:
+        return None
+    first, last = stats.between[0].chunk, stats.between[-1].chunk
+    where = first.position if first is last else f"chunks {first.index}-{last.index} (offset 0x{first.offset:x})"
+    empty = all(t.chunk.state == "empty" for t in stats.between)
+    what = "all zeros (wiped or never flushed)" if empty else "unreadable"
+    stats.records_lost += missing
+    stats.chunks_damaged += empty  # unreadable ones were counted already
+    return ChunkDamage(where, f"{'this chunk is' if first is last else 'these chunks are'} {what}, yet the records "
+                              f"before ({stats.last_number}) and after ({chunk.first}) leave a gap: "
+                              f"{missing} records missing", missing, True)
+
+
+def _chunk_damage(tally: Tally, stats: ReadStats, file_dirty: bool) -> ChunkDamage | None:
+    chunk = tally.chunk
+    if chunk.state == "empty":
+        return None
+    got = len(tally.seen)
     if chunk.beyond_header and got:
         stats.records_recovered += got
         stats.chunks_recovered += 1
@@ -943,10 +990,8 @@ def read_python(scanner: ChunkScanner, prefilter: Prefilter, stats: ReadStats) -
     for chunk in scanner:
         tally = Tally(chunk)
         yield from python_chunk_records(tally, prefilter, stats, skip=None)
-        damage = finish_chunk(tally, stats, scanner.header.dirty)
+        yield from finish_chunk(tally, stats, scanner.header.dirty)
         chunk.data = None
-        if damage:
-            yield damage
 
 
 def python_chunk_records(tally: Tally, prefilter: Prefilter, stats: ReadStats,
@@ -1130,10 +1175,8 @@ class RustReader:
         short = chunk.expected is not None and len(tally.seen) < chunk.expected
         if self.salvage and chunk.data is not None and (short or chunk.state == "bad_magic"):
             yield from python_chunk_records(tally, self.prefilter, self.stats, skip=tally.seen | self.unplaced)
-        damage = finish_chunk(tally, self.stats, self.dirty)
+        yield from finish_chunk(tally, self.stats, self.dirty)
         chunk.data = None
-        if damage:
-            yield damage
 
     def _note_error(self, message: str) -> None:
         text = f"pyevtx-rs: {message}"

@@ -602,8 +602,24 @@ def test_garbage_chunk_content(tmp_path, engine):
     def edit(d):
         d[chunk_offset(3):chunk_offset(4)] = bytes((i * 7 + 3) % 256 for i in range(CHUNK_SIZE))
     events, warnings, stats = run(file_source(damaged(tmp_path, "noise.evtx", edit)), engine)
-    assert [w.position for w in warnings] == ["chunk 3 (offset 0x31000)"]
+    # One warning for the chunk itself, one for the 28 records its neighbours say are missing.
+    assert [w.position for w in warnings] == ["chunk 3 (offset 0x31000)"] * 2
+    assert "bad chunk magic" in warnings[0].message and "28 records missing" in warnings[1].message
+    assert total_lost(warnings) == 28 == stats["records_lost"]
     assert stats["records_read"] == 112 and len(events) < 69
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_wiped_chunk_between_chunks(tmp_path, engine):
+    def edit(d):
+        d[chunk_offset(2):chunk_offset(3)] = bytes(CHUNK_SIZE)
+    events, warnings, stats = run(file_source(damaged(tmp_path, "wiped.evtx", edit)), engine)
+    (w,) = warnings
+    assert w.position == "chunk 2 (offset 0x21000)" and w.damaged
+    assert "all zeros" in w.message and w.lost_records == 28 == stats["records_lost"]
+    assert stats["records_read"] == 112
+    # Trailing all-zero slots (the 12 unused ones of the intact sample) are no damage.
+    assert run(file_source(BASE), engine)[1] == []
 
 
 @pytest.mark.parametrize("engine", ENGINES)
