@@ -57,6 +57,27 @@ def cycle_bursts(directory: InstanceDirectory, evidence: dict[str, InputEvidence
     return out
 
 
+def setup_windows(directory: InstanceDirectory, evidence: dict[str, InputEvidence]) -> dict[str, list]:
+    """Per time-context group, local-time windows in which the server ran for
+    SQL Server setup (``-m"SqlSetup"``): from that start to the next start."""
+    starts: dict[str, set] = defaultdict(set)
+    setups: dict[str, set] = defaultdict(set)
+    for path, ev in evidence.items():
+        att = directory.attributions.get(path)
+        if att is None or ev is None:
+            continue
+        starts[att.group].update(t for t in map(parse_local, ev.facts.get("run_starts", [])) if t)
+        setups[att.group].update(t for t in map(parse_local, ev.facts.get("setup_runs", [])) if t)
+    out: dict[str, list] = {}
+    for group, begins in setups.items():
+        windows = []
+        for begin in sorted(begins):
+            later = sorted(t for t in starts[group] if t > begin + timedelta(seconds=1))
+            windows.append((begin - timedelta(seconds=1), later[0] if later else None))
+        out[group] = windows
+    return out
+
+
 # -- after the parse: flags that follow the object ------------------------------
 
 # Flags that mark an *object* as malicious: every event about that object, in

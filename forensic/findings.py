@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -69,6 +69,8 @@ class Finding:
     why: list[str] = field(default_factory=list)
     evidence: list[dict[str, Any]] = field(default_factory=list)
     database_names: set[str] = field(default_factory=set)
+    # (timestamp, event_type, flags, attributes) of each row, for escalation
+    rows: list[tuple] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,15 +156,79 @@ def build_findings(path: str) -> list[Finding]:
         if ts is not None:
             finding.first_seen = ts if finding.first_seen is None or ts < finding.first_seen else finding.first_seen
             finding.last_seen = ts if finding.last_seen is None or ts > finding.last_seen else finding.last_seen
+        finding.rows.append((row["timestamp"], row["event_type"], flags, attrs))
+        for note in attrs.get("correlation") or ():
+            if note not in finding.why:
+                finding.why.append(note)
         finding.evidence.append({"timestamp": ts, "source": row["source"], "source_file": row["source_file"],
                                  "source_record": row["source_record"],
                                  "message": (row["message"] or "").split("\n", 1)[0]})
     out = _attach_appdomains(groups)
+    _escalate(out)
     for f in out:
         f.evidence.sort(key=lambda e: (e["timestamp"] is None, e["timestamp"] or "", e["source_file"],
                                        e["source_record"] or 0))
     out.sort(key=lambda f: (SEVERITY_RANK[f.severity], f.first_seen is None, f.first_seen or "", f.title))
     return out
+
+
+COMMAND_FLAGS = {"xp_cmdshell", "ole_automation", "sqlservr_child_process", "extended_procedure"}
+STARTUP_FOLLOW_UP = timedelta(seconds=60)
+XP_USED_TYPES = {"extended_procedure_dll_loaded", "feature_blocked"}
+
+
+def _raise(f: Finding, why: str) -> None:
+    f.severity = "high"
+    if why not in f.why:
+        f.why.insert(0, why)
+
+
+def _escalate(findings: list[Finding]) -> None:
+    """Combinations that are damning together make a finding high.
+
+    - a startup procedure whose own rows also show command execution (its
+      catalogued body calls xp_cmdshell, sp_OACreate, ...);
+    - a startup procedure whose launch is followed, in the same session and
+      within a minute, by command execution or CLR/extended-procedure loads;
+    - xp_cmdshell turned on and then used (8128 load, audited EXEC, a process
+      started by sqlservr.exe) on the same instance.
+    """
+    by_instance: dict[tuple, list[Finding]] = {}
+    for f in findings:
+        by_instance.setdefault((norm_host(f.host) or "", (f.instance or "").upper()), []).append(f)
+    for group in by_instance.values():
+        others = [(ts, et, flags, attrs) for g in group for ts, et, flags, attrs in g.rows]
+        for f in group:
+            if "startup_procedure" not in f.flags or f.object_name is None:
+                continue
+            if any(COMMAND_FLAGS & set(flags) for _ts, _et, flags, _a in f.rows):
+                _raise(f, f"The startup procedure {f.object_name} itself runs commands "
+                          "(its body or its rows show xp_cmdshell, OLE automation or a process start).")
+                continue
+            for ts, et, _flags, attrs in f.rows:
+                if et != "startup_procedure_launched" or ts is None:
+                    continue
+                session = attrs.get("process")
+                follow = [o for o in others
+                          if o[0] is not None and ts <= o[0] <= ts + STARTUP_FOLLOW_UP
+                          and session is not None and o[3].get("process") == session
+                          and (COMMAND_FLAGS | {"clr_assembly_load"}) & set(o[2])]
+                if follow:
+                    kinds = sorted({flag for o in follow for flag in o[2]
+                                    if flag in COMMAND_FLAGS | {"clr_assembly_load"}})
+                    _raise(f, f"Right after SQL Server launched {f.object_name} at startup, the same session "
+                              f"({session}) did: {', '.join(kinds)}.")
+                    break
+        for f in group:
+            if "xp_cmdshell" not in f.flags or f.object_name is not None:
+                continue
+            enabled = [ts for ts, et, _fl, attrs in f.rows
+                       if ts is not None and et == "config_changed" and str(attrs.get("new_value")) not in ("0", "None")]
+            used = [ts for ts, et, flags, attrs in f.rows
+                    if ts is not None and (et in XP_USED_TYPES or "sqlservr_child_process" in flags
+                                           or attrs.get("action_id") == "EX")]
+            if enabled and used and max(used) >= min(enabled):
+                _raise(f, "xp_cmdshell was turned on and then used on this instance.")
 
 
 def _subject_object(subject: str, row: dict[str, Any], attrs: dict[str, Any]) -> str | None:

@@ -94,6 +94,8 @@ class ParseTask:
     rule_paths: list[str] = field(default_factory=list)
     # Engine annotations for single events, e.g. {"cycle_burst": ["2025-..."]}
     annotations: dict[str, list[str]] = field(default_factory=dict)
+    # Engine annotations for time windows: {"setup_mode": [(start, end|None)]}
+    windows: dict[str, list] = field(default_factory=dict)
     spill_dir: str = ""
 
 
@@ -153,6 +155,10 @@ def finish_event(ev: Event, task: ParseTask, rules: RuleSet) -> None:
     if task.annotations:
         for name, values in task.annotations.items():
             if ev.local_text is not None and ev.local_text in values:
+                ev.attributes[name] = 1
+    if task.windows and ev.local_time is not None:
+        for name, spans in task.windows.items():
+            if any(start <= ev.local_time and (end is None or ev.local_time < end) for start, end in spans):
                 ev.attributes[name] = 1
     rules.apply(ev)
 

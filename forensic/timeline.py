@@ -21,7 +21,7 @@ from datetime import tzinfo as TzInfo
 from typing import Any
 
 from forensic import __version__
-from forensic.correlate import Correlator, ObjectFacts, cycle_bursts
+from forensic.correlate import Correlator, ObjectFacts, cycle_bursts, setup_windows
 from forensic.discovery import DiscoveryResult, InputFile, discover
 from forensic.executors import TaskFailed, make_executor
 from forensic.instances import InstanceDirectory, build_directory
@@ -87,6 +87,7 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
         evidence: dict[str, InputEvidence] = {p: r.evidence for p, r in prescan.items() if r.evidence is not None}
         directory = build_directory(found.inputs, evidence, opts.cli_zone)
         bursts = cycle_bursts(directory, evidence)
+        setups = setup_windows(directory, evidence)
 
         out_dir = os.path.dirname(os.path.abspath(opts.output))
         scratch = tempfile.mkdtemp(prefix=".mssql-forensic-", dir=out_dir)
@@ -109,6 +110,7 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
                     instance=att.instance, time_context=directory.contexts[att.group],
                     options=dict(opts.parser_options), rule_paths=list(opts.rule_paths),
                     annotations={"cycle_burst": bursts[att.group]} if att.group in bursts else {},
+                    windows={"setup_mode": setups[att.group]} if att.group in setups else {},
                     spill_dir=scratch))
             # Big inputs first: better load balance across workers.
             parse_tasks.sort(key=lambda t: -t.size)

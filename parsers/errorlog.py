@@ -226,7 +226,20 @@ _PRESCAN_NEEDLES = (
     ("UTC adjustment:", "adj"), ("(UTC)", "pair"), ("Server name is", "server"),
     ("cycle error log", "cycle"), ("error log has been reinitialized", "cycle"),
     ("Microsoft SQL Server", "banner"), ("-s", "param"), ("MSSQL", "dir"), ("/var/opt/mssql", "linux"),
+    ("SqlSetup", "setup"),
 )
+
+
+def _record_time_before(text: str, pos: int) -> str | None:
+    """Timestamp of the record that the line at ``pos`` belongs to."""
+    for _ in range(50):
+        start = text.rfind("\n", 0, max(pos - 1, 0)) + 1
+        if RECORD_START.match(text, start):
+            return text[start:start + 22]
+        if start == 0:
+            return None
+        pos = start
+    return None
 
 
 def _lines_with(text: str, needle: str):
@@ -265,12 +278,20 @@ def _prescan_text(text: str, src: Source, ev: InputEvidence, params: list[str], 
                 m = _P_BANNER.match(line)
                 if m:
                     ev.facts.setdefault("version", m.group(2).strip())
+                    ev.facts.setdefault("run_starts", []).append(m.group(1))
             elif kind == "param":
                 m = _PARAM_S.match(line)
                 if m:
                     params.append(m.group(1))
             elif kind == "dir":
                 dirs.extend(m.group(1) for m in _INSTANCE_DIR.finditer(line))
+            elif kind == "setup":
+                # -m"SqlSetup": the server runs for SQL Server setup; its own
+                # configuration changes then are not an attacker's.
+                if re.search(r"-m\s*\"?SqlSetup", line, re.IGNORECASE):
+                    ts = _record_time_before(text, text.find(line))
+                    if ts and ts not in ev.facts.get("setup_runs", []):
+                        ev.facts.setdefault("setup_runs", []).append(ts)
             elif kind == "linux":
                 ev.facts["platform"] = "linux"
                 break  # one hit is enough
