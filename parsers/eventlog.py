@@ -252,6 +252,9 @@ def _build_sqlserver(rec: EvtxRecord, ev: Event, tbl: Tables) -> None:
         attrs["message_rebuilt"] = True
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if rec.event_id == 33205 and not agent:
+        # The block is split losslessly into fields; no need to keep it twice.
+        del attrs["strings"]
+        attrs.pop("message_rebuilt", None)
         _build_audit(rec, ev, tbl, rec.strings[0] if rec.strings else "")
         return
     ev.message = text
