@@ -528,6 +528,11 @@ def build_event(rec: EvtxRecord, sel: Selection, fields: Mapping[str, Any], tbl:
     )
     if rec.record_id is None:
         attrs["event_record_id_missing"] = True
+    if rec.time_created is None and rec.header_time is not None:
+        # No TimeCreated in the XML: the record header's write time is the
+        # best the record offers (UTC as well, but when it was written).
+        ev.timestamp = rec.header_time
+        attrs["time_from_record_header"] = True
     if sel.builder == "sqlserver":
         _build_sqlserver(rec, ev, tbl)
     else:

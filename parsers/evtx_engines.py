@@ -92,6 +92,7 @@ class EvtxRecord:
     # Provenance: the record header's number (differs from EventRecordID in
     # exported logs) and the physical chunk the record was read from.
     header_record: int | None = None
+    header_time: datetime | None = None  # only a fallback when the XML has no TimeCreated
     chunk: int | None = None
     salvaged: bool = False
 
@@ -949,6 +950,18 @@ def record_from_json(obj: dict) -> EvtxRecord:
     return rec
 
 
+def _rust_header_time(value: Any) -> datetime | None:
+    """pyevtx-rs's record-header time, ``2019-11-04T09:27:25.9866222Z UTC`` (7 digits)."""
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?", str(value or ""))
+    if not m or m.group(1) == "1601":
+        return None
+    micro = int(((m.group(7) or "") + "000000")[:6])
+    try:
+        return datetime(*(int(m.group(i)) for i in range(1, 7)), micro, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def _json_parts(node: Any) -> tuple[dict[str, Any], Any]:
     if isinstance(node, dict):
         return node.get("#attributes") or {}, node.get("#text")
@@ -1027,6 +1040,7 @@ def python_chunk_records(tally: Tally, prefilter: Prefilter, stats: ReadStats,
             stats.records_salvaged += 1
         if rec is not None:
             rec.header_record = number
+            rec.header_time = filetime(int.from_bytes(chunk.data[pos + 16:pos + 24], "little"))
             rec.chunk = chunk.index
             rec.salvaged = skip is not None
             yield rec
@@ -1146,6 +1160,7 @@ class RustReader:
                 f"record {number}: undecodable JSON from pyevtx-rs ({_short(exc)})")
             return None
         rec.header_record = number if isinstance(number, int) else None
+        rec.header_time = _rust_header_time(item.get("timestamp"))
         rec.chunk = tally.chunk.index if tally is not None else None
         return rec
 

@@ -807,3 +807,10 @@ def test_non_seekable_stream(engine, cut, tmp_path, monkeypatch):
     assert len(events) == (69 if cut is None else 34)
     assert stats["records_lost"] == (0 if cut is None else 16)
     assert list(tmp_path.iterdir()) == []  # the spooled copy is gone
+
+
+def test_missing_time_created_falls_back_to_the_record_header():
+    rec = classic(17126)
+    rec.time_created, rec.header_time = None, datetime(2024, 5, 1, 12, 0, 1, tzinfo=UTC)
+    ev = as_row(rec)
+    assert ev.timestamp == rec.header_time and ev.attributes["time_from_record_header"] is True
