@@ -70,6 +70,8 @@ def setup_windows(directory: InstanceDirectory, evidence: dict[str, InputEvidenc
         setups[att.group].update(t for t in map(parse_local, ev.facts.get("setup_runs", [])) if t)
     out: dict[str, list] = {}
     for group, begins in setups.items():
+        if not begins:
+            continue
         windows = []
         for begin in sorted(begins):
             later = sorted(t for t in starts[group] if t > begin + timedelta(seconds=1))

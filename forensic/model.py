@@ -103,3 +103,79 @@ class InputEvidence:
     anchors: list[TimeAnchor] = field(default_factory=list)
     # Free-form facts for the manifest (e.g. trace options, version banner).
     facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class EventColumns:
+    """A block of events from a text log, one list per column.
+
+    Hot paths (an ERRORLOG has millions of records) yield these instead of one
+    :class:`Event` per record; the engine finishes them column-wise and makes
+    per-row objects only for the rows that detection rules can touch.
+    ``local_text`` is the time as written, ``YYYY-MM-DD hh:mm:ss`` optionally
+    followed by ``.`` and a fraction of a second; every row is local time.
+    ``attributes`` holds a dict or, for the common plain rows, the already
+    encoded JSON text.
+    """
+
+    source: str
+    timestamp_desc: str = "Event Logged"
+    event_type: list[str] = field(default_factory=list)
+    event_id: list[int | None] = field(default_factory=list)
+    message: list[str] = field(default_factory=list)
+    local_text: list[str] = field(default_factory=list)
+    source_record: list[int] = field(default_factory=list)
+    user: list[str | None] = field(default_factory=list)
+    database: list[str | None] = field(default_factory=list)
+    object_name: list[str | None] = field(default_factory=list)
+    object_type: list[str | None] = field(default_factory=list)
+    attributes: list[dict[str, Any] | str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.message)
+
+    def append(self, ev: Event) -> None:
+        """Add a finished-by-the-parser event (local time only)."""
+        self.event_type.append(ev.event_type)
+        self.event_id.append(ev.event_id)
+        self.message.append(ev.message)
+        self.local_text.append(ev.local_text or "")
+        self.source_record.append(ev.source_record)  # type: ignore[arg-type]
+        self.user.append(ev.user)
+        self.database.append(ev.database)
+        self.object_name.append(ev.object_name)
+        self.object_type.append(ev.object_type)
+        self.attributes.append(ev.attributes)
+
+    def event(self, i: int, local_time: datetime | None) -> Event:
+        """Row ``i`` as an :class:`Event` (attributes decoded)."""
+        import json
+        attrs = self.attributes[i]
+        return Event(source=self.source, event_type=self.event_type[i], message=self.message[i],
+                     timestamp_desc=self.timestamp_desc, local_time=local_time, local_text=self.local_text[i],
+                     event_id=self.event_id[i], user=self.user[i], database=self.database[i],
+                     object_name=self.object_name[i], object_type=self.object_type[i],
+                     source_record=self.source_record[i],
+                     attributes=json.loads(attrs) if isinstance(attrs, str) else dict(attrs))
+
+
+def parse_local_text(text: str) -> datetime | None:
+    """``2025-06-01 09:22:44.70`` / ``2025-06-01 09:22:44`` -> naive datetime."""
+    try:
+        frac = text[20:26] if len(text) > 20 and text[19] == "." else ""
+        micro = int(frac.ljust(6, "0")) if frac else 0
+        return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]),
+                        int(text[14:16]), int(text[17:19]), micro)
+    except (ValueError, IndexError):
+        return None
+
+
+def expand(items):
+    """Parser output with every :class:`EventColumns` block expanded into
+    :class:`Event` objects (for tests and simple consumers)."""
+    for item in items:
+        if isinstance(item, EventColumns):
+            for i in range(len(item)):
+                yield item.event(i, parse_local_text(item.local_text[i]))
+        else:
+            yield item

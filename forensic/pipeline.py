@@ -12,6 +12,7 @@ a small :class:`InputReport`.
 from __future__ import annotations
 
 import hashlib
+import json
 import traceback
 from collections import Counter
 from collections.abc import Iterator
@@ -20,13 +21,14 @@ from functools import partial
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import parsers
 from forensic.correlate import ObjectFacts
 from forensic.discovery import open_evidence
-from forensic.model import TZ_UTC, Event, InputEvidence, ParseWarning
+from forensic.model import TZ_UTC, Event, EventColumns, InputEvidence, ParseWarning, parse_local_text
 from forensic.rules import RuleSet, default_rules, load_rules
-from forensic.schema import BatchBuilder
+from forensic.schema import TIMELINE_COLUMNS, TIMELINE_SCHEMA, BatchBuilder, attributes_json
 from forensic.sorting import SortedRunWriter
 from forensic.timezones import TimeContext
 from parsers.base import Source
@@ -174,19 +176,17 @@ def iter_input_batches(task: ParseTask, report: InputReport) -> Iterator[pa.Reco
             if isinstance(item, ParseWarning):
                 report.add_warning(item)
                 continue
-            finish_event(item, task, rules)
-            report.facts.observe(item)
-            report.events += 1
-            for flag in item.flags:
-                report.flags[flag] += 1
-            report.event_types[item.event_type] += 1
-            report.tz_sources[item.tz_source] += 1
-            if item.timestamp is not None:
-                iso = item.timestamp.isoformat()
-                if report.first_timestamp is None or iso < report.first_timestamp:
-                    report.first_timestamp = iso
-                if report.last_timestamp is None or iso > report.last_timestamp:
-                    report.last_timestamp = iso
+            if isinstance(item, EventColumns):
+                for event in columns_needing_events(item, task, rules):
+                    _count(event, task, rules, report)
+                    batch = builder.add(event)
+                    if batch is not None:
+                        yield batch
+                batch = finish_columns(item, task, report)
+                if batch is not None:
+                    yield batch
+                continue
+            _count(item, task, rules, report)
             batch = builder.add(item)
             if batch is not None:
                 yield batch
@@ -198,6 +198,112 @@ def iter_input_batches(task: ParseTask, report: InputReport) -> Iterator[pa.Reco
     batch = builder.flush()
     if batch is not None:
         yield batch
+
+
+def _count(item: Event, task: ParseTask, rules: RuleSet, report: InputReport) -> None:
+    """Finish one event and account for it in the report."""
+    finish_event(item, task, rules)
+    report.facts.observe(item)
+    report.events += 1
+    for flag in item.flags:
+        report.flags[flag] += 1
+    report.event_types[item.event_type] += 1
+    report.tz_sources[item.tz_source] += 1
+    if item.timestamp is not None:
+        iso = item.timestamp.isoformat()
+        if report.first_timestamp is None or iso < report.first_timestamp:
+            report.first_timestamp = iso
+        if report.last_timestamp is None or iso > report.last_timestamp:
+            report.last_timestamp = iso
+
+
+def columns_needing_events(cols: EventColumns, task: ParseTask, rules: RuleSet) -> Iterator[Event]:
+    """Take out of ``cols`` (in place) the rows that detection or annotations
+    can touch, and return them as events; the rest stay columnar."""
+    annotated = set().union(*task.annotations.values()) if task.annotations else set()
+    windows = any(task.windows.values()) if task.windows else False
+    keep: list[int] = []
+    take: list[int] = []
+    has_rules = rules.has_candidates
+    for i, (eid, etype, ltext) in enumerate(zip(cols.event_id, cols.event_type, cols.local_text, strict=True)):
+        if has_rules(cols.source, eid, etype) or ltext in annotated or (windows and etype != "log_message"):
+            take.append(i)
+        else:
+            keep.append(i)
+    if not take:
+        return iter(())
+    events = [cols.event(i, parse_local_text(cols.local_text[i])) for i in take]
+    for name in ("event_type", "event_id", "message", "local_text", "source_record", "user", "database",
+                 "object_name", "object_type", "attributes"):
+        column = getattr(cols, name)
+        setattr(cols, name, [column[i] for i in keep])
+    return iter(events)
+
+
+def finish_columns(cols: EventColumns, task: ParseTask, report: InputReport) -> pa.RecordBatch | None:
+    """The rest of a columnar block as one record batch, computed column-wise."""
+    n = len(cols)
+    if not n:
+        return None
+    local_text = pa.array(cols.local_text, type=pa.string())
+    local = local_times(local_text)
+    utc, tz_source = task.time_context.resolve_array(local)
+    attrs = [a if isinstance(a, str) else attributes_json(a) for a in cols.attributes]
+    bad = local.null_count
+    if bad:
+        # Unreadable time text: keep the row, say so, no timestamp.
+        valid = local.is_valid().to_pylist()
+        for i, ok in enumerate(valid):
+            if not ok:
+                a = json.loads(attrs[i])
+                a["bad_timestamp"] = cols.local_text[i]
+                attrs[i] = attributes_json(a)
+    const = {"source": cols.source, "timestamp_desc": cols.timestamp_desc, "host": task.host,
+             "instance": task.instance, "source_file": task.display_path, "source_sha256": task.sha256}
+    arrays = []
+    for name, typ, _nullable, _doc in TIMELINE_COLUMNS:
+        if name == "timestamp":
+            arrays.append(utc)
+        elif name in const:
+            arrays.append(pa.array([const[name]] * n, type=typ) if const[name] is not None else pa.nulls(n, typ))
+        elif name == "flags":
+            arrays.append(pa.array([[]] * n, type=typ))
+        elif name == "local_time":
+            arrays.append(local_text)
+        elif name == "tz_source":
+            arrays.append(tz_source)
+        elif name == "attributes":
+            arrays.append(pa.array(attrs, type=typ))
+        else:
+            arrays.append(pa.array(getattr(cols, name), type=typ))
+    batch = pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA)
+    report.events += n
+    report.event_types.update(cols.event_type)
+    for value in pc.value_counts(tz_source).to_pylist():
+        report.tz_sources[value["values"]] += value["counts"]
+    lo_hi = pc.min_max(utc).as_py()
+    for ts in (lo_hi["min"], lo_hi["max"]):
+        if ts is not None:
+            iso = ts.isoformat()
+            if report.first_timestamp is None or iso < report.first_timestamp:
+                report.first_timestamp = iso
+            if report.last_timestamp is None or iso > report.last_timestamp:
+                report.last_timestamp = iso
+    return batch
+
+
+def local_times(text: pa.Array) -> pa.Array:
+    """``YYYY-MM-DD hh:mm:ss[.f...]`` strings -> naive timestamp[us] (null when
+    unreadable), vectorised."""
+    whole = pc.strptime(pc.utf8_slice_codeunits(text, 0, 19), format="%Y-%m-%d %H:%M:%S", unit="us",
+                        error_is_null=True)
+    frac = pc.utf8_slice_codeunits(text, 20, 26)
+    digits = pc.utf8_length(frac)
+    frac = pc.if_else(pc.greater(digits, 0), frac, "0")
+    # right-pad the fraction to microseconds: "70" -> 700000
+    scale = pc.power(pa.scalar(10, pa.int64()), pc.subtract(6, pc.cast(pc.utf8_length(frac), pa.int64())))
+    micros = pc.multiply(pc.cast(frac, pa.int64(), safe=False), scale)
+    return pc.add(whole, pc.cast(micros, pa.duration("us")))
 
 
 def run_parse_task(task: ParseTask) -> InputReport:

@@ -186,6 +186,11 @@ class RuleSet:
             index = self._indexes[source] = (by_id, by_type, anything)
         return index
 
+    def has_candidates(self, source: str, event_id: int | None, event_type: str) -> bool:
+        """Could any rule fire on an event of this source, id and type?"""
+        by_id, by_type, anything = self._index(source)
+        return bool(anything or (event_id is not None and event_id in by_id) or event_type in by_type)
+
     def candidates(self, event: Event) -> list[Rule]:
         by_id, by_type, anything = self._index(event.source)
         out = list(by_id.get(event.event_id, ())) if event.event_id is not None else []

@@ -26,7 +26,7 @@ import zoneinfo
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from functools import cache
+from functools import cache, lru_cache
 
 from forensic.model import (
     TZ_ASSUMED_UTC,
@@ -86,6 +86,7 @@ _PAIR_FORMATS = (
 )
 
 
+@lru_cache(maxsize=4096)
 def parse_pair_time(text: str) -> datetime | None:
     """Times inside 17176/17177 messages (US format seen; others tried)."""
     text = " ".join(text.split())
@@ -266,6 +267,33 @@ class TimeContext:
         if self.cli_zone is not None:
             return local.replace(tzinfo=self.cli_zone).astimezone(UTC), TZ_CLI
         return local.replace(tzinfo=UTC), TZ_ASSUMED_UTC
+
+    def resolve_array(self, local):
+        """Column-wise :meth:`resolve`: naive timestamp[us] array ->
+        (timestamp[us, UTC] array, tz_source string array)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        n = len(local)
+        utc_type = pa.timestamp("us", tz="UTC")
+        if self.segments:
+            offsets = pa.array([self.segments[0].offset_minutes] * n, type=pa.int64())
+            sources = pa.array([self.segments[0].tz_source] * n, type=pa.string())
+            for seg in self.segments[1:]:
+                later = pc.fill_null(pc.greater_equal(local, pa.scalar(seg.start, pa.timestamp("us"))), False)
+                offsets = pc.if_else(later, seg.offset_minutes, offsets)
+                sources = pc.if_else(later, seg.tz_source, sources)
+            shift = pc.cast(pc.multiply(offsets, 60_000_000), pa.duration("us"))
+            return pc.cast(pc.subtract(local, shift), utc_type), sources
+        if self.cli_zone is not None:
+            sources = pa.array([TZ_CLI] * n, type=pa.string())
+            fixed = self.cli_zone.utcoffset(None) if not hasattr(self.cli_zone, "key") else None
+            if fixed is not None:
+                shift = pa.scalar(int(fixed.total_seconds() * 1_000_000), pa.duration("us"))
+                return pc.cast(pc.subtract(local, shift), utc_type), sources
+            # An IANA zone: DST rules per row, done by zoneinfo like resolve().
+            values = [None if t is None else self.resolve(t)[0] for t in local.to_pylist()]
+            return pa.array(values, type=utc_type), sources
+        return pc.cast(local, utc_type), pa.array([TZ_ASSUMED_UTC] * n, type=pa.string())
 
     def resolve_method(self) -> str:
         """The tz_source this context gives, for rows that carry no time."""

@@ -16,6 +16,7 @@ pairs) so the engine can convert them.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -25,15 +26,16 @@ from forensic.model import (
     TZ_ERRORLOG_ADJUSTMENT,
     TZ_ERRORLOG_PAIR,
     Event,
+    EventColumns,
     InputEvidence,
     ParseWarning,
     TimeAnchor,
 )
 from forensic.timezones import pair_offset, parse_offset, parse_pair_time
 from parsers.base import Source
-from parsers.sqlmessages import classify
+from parsers.sqlmessages import classify, dispatch_words
 from parsers.textio import DecodeReport, decode_head, detect_encoding, iter_decoded
-from parsers.textlog import TextRecord, iter_records
+from parsers.textlog import iter_record_batches
 
 SOURCE = "errorlog"
 _TS = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2}"
@@ -86,8 +88,10 @@ def _startup_parameters(message: str) -> list[str]:
     return [line.strip() for line in message.split("\n")[1:] if line.strip()]
 
 
-def build_event(source: str, record: TextRecord, ts: str, process: str, message: str,
+def build_event(source: str, line: int, ts: str, process: str, message: str,
                 error: tuple[int, int, int] | None = None, error_line: int | None = None) -> Event:
+    """One record that needs more than the plain path: classified messages,
+    merged ``Error:`` pairs, the banner, start-up parameters."""
     message = _clean_message(message)
     first_line = message.split("\n", 1)[0]
     attrs = source_attributes(process)
@@ -98,7 +102,7 @@ def build_event(source: str, record: TextRecord, ts: str, process: str, message:
     match = classify(first_line, event_id)
     local = parse_local(ts)
     ev = Event(source=source, event_type="log_message", message=message, local_time=local,
-               local_text=ts, event_id=event_id, source_record=record.line, attributes=attrs)
+               local_text=ts, event_id=event_id, source_record=line, attributes=attrs)
     if match is not None:
         ev.event_type = match.event_type
         ev.event_id = match.event_id if event_id is None else event_id
@@ -109,7 +113,7 @@ def build_event(source: str, record: TextRecord, ts: str, process: str, message:
         attrs.update(match.attributes)
     elif error is not None:
         ev.event_type = "error_reported"
-    if first_line.startswith("Microsoft SQL Server") and record.line <= 3:
+    if first_line.startswith("Microsoft SQL Server") and line <= 3:
         ev.event_type = "server_banner"
         attrs["version"] = first_line.strip()
     elif ev.event_type == "startup_parameters":
@@ -121,6 +125,20 @@ def build_event(source: str, record: TextRecord, ts: str, process: str, message:
     if local is None:
         attrs["bad_timestamp"] = ts
     return ev
+
+
+_PLAIN_ATTRS: dict[str, str] = {}
+
+
+def _plain_attributes(process: str) -> str:
+    """The attributes JSON of a plain record: it depends only on the source
+    column, so it is encoded once per distinct value."""
+    text = _PLAIN_ATTRS.get(process)
+    if text is None:
+        text = json.dumps(source_attributes(process), ensure_ascii=True, sort_keys=True)
+        if len(_PLAIN_ATTRS) < 100_000:
+            _PLAIN_ATTRS[process] = text
+    return text
 
 
 class ErrorlogParser:
@@ -137,31 +155,66 @@ class ErrorlogParser:
         return bool(_SNIFF_LINE.match(lines[0])) or hits >= 2
 
     # -- full parse --------------------------------------------------------
-    def parse(self, src: Source, options: Mapping[str, Any] | None = None) -> Iterator[Event | ParseWarning]:
-        pending: tuple[TextRecord, str, str, tuple[int, int, int]] | None = None
-        for item in iter_records(src, RECORD_START):
-            if isinstance(item, ParseWarning):
-                yield item
-                continue
-            ts, process, message = split_record(item.text)
-            if pending is not None:
-                p_rec, p_ts, p_proc, p_err = pending
-                pending = None
-                if ts == p_ts and process == p_proc and not ERROR_LINE.match(message):
-                    yield build_event(self.source, p_rec, ts, process, message, p_err, item.line)
-                    continue
-                yield self._lone_error(p_rec, p_ts, p_proc, p_err)
-            m = ERROR_LINE.match(message)
-            if m:
-                pending = (item, ts, process, (int(m.group(1)), int(m.group(2)), int(m.group(3))))
-                continue
-            yield build_event(self.source, item, ts, process, message)
-        if pending is not None:
-            yield self._lone_error(*pending)
+    def parse(self, src: Source, options: Mapping[str, Any] | None = None) -> Iterator[EventColumns | ParseWarning]:
+        """Records as :class:`EventColumns` blocks, one per decoded chunk.
 
-    def _lone_error(self, rec: TextRecord, ts: str, process: str, err: tuple[int, int, int]) -> Event:
+        Plain records (no known template, one line) take a short path with
+        pre-encoded attributes; everything else goes through
+        :func:`build_event`.  ``forensic.model.expand`` turns the blocks into
+        events for consumers that want objects.
+        """
+        source = self.source
+        words = dispatch_words()
+        pending: tuple[int, str, str, tuple[int, int, int], str] | None = None
+        cols = EventColumns(source=source)
+        for batch in iter_record_batches(src, RECORD_START):
+            if isinstance(batch, ParseWarning):
+                yield batch
+                continue
+            event_type, event_id, message_col = cols.event_type, cols.event_id, cols.message
+            local_col, record_col, attrs_col = cols.local_text, cols.source_record, cols.attributes
+            user, database, obj, obj_type = cols.user, cols.database, cols.object_name, cols.object_type
+            for line, text in batch:
+                ts = text[:22]
+                parts = text[23:].split(None, 1)
+                process = parts[0] if parts else ""
+                message = parts[1] if len(parts) > 1 else ""
+                if pending is not None:
+                    p_line, p_ts, p_proc, p_err, p_msg = pending
+                    pending = None
+                    if ts == p_ts and process == p_proc and not ERROR_LINE.match(message):
+                        cols.append(build_event(source, p_line, ts, process, message, p_err, line))
+                        continue
+                    cols.append(self._lone_error(p_line, p_ts, p_proc, p_err, p_msg))
+                if message.startswith("Error:"):
+                    m = ERROR_LINE.match(message)
+                    if m:
+                        pending = (line, ts, process, (int(m.group(1)), int(m.group(2)), int(m.group(3))), message)
+                        continue
+                if "\n" not in message and message.split(" ", 1)[0].lower() not in words:
+                    event_type.append("log_message")
+                    event_id.append(None)
+                    message_col.append(message.rstrip())
+                    local_col.append(ts)
+                    record_col.append(line)
+                    user.append(None)
+                    database.append(None)
+                    obj.append(None)
+                    obj_type.append(None)
+                    attrs_col.append(_plain_attributes(process))
+                    continue
+                cols.append(build_event(source, line, ts, process, message))
+            if len(cols) >= 20_000:
+                yield cols
+                cols = EventColumns(source=source)
+        if pending is not None:
+            cols.append(self._lone_error(*pending))
+        if len(cols):
+            yield cols
+
+    def _lone_error(self, line: int, ts: str, process: str, err: tuple[int, int, int], message: str) -> Event:
         """An Error: line with no message after it (log cut, or interleaved)."""
-        ev = build_event(self.source, rec, ts, process, split_record(rec.text)[2], err, None)
+        ev = build_event(self.source, line, ts, process, message, err, None)
         ev.attributes.pop("error_line", None)
         ev.attributes["unpaired"] = True
         return ev

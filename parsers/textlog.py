@@ -34,6 +34,18 @@ def iter_records(src: Source, record_start: re.Pattern[str],
     ``record_start`` must match at the start of a record's first line and be
     compiled with re.MULTILINE.
     """
+    for item in iter_record_batches(src, record_start, what):
+        if isinstance(item, ParseWarning):
+            yield item
+        else:
+            for line, text in item:
+                yield TextRecord(line, text)
+
+
+def iter_record_batches(src: Source, record_start: re.Pattern[str],
+                        what: str = "record") -> Iterator[list[tuple[int, str]] | ParseWarning]:
+    """Like :func:`iter_records`, but one list of ``(line, text)`` per decoded
+    chunk: hot loops iterate plain tuples instead of one object per record."""
     report = DecodeReport()
     with src.open() as stream:
         head = stream.read(4096)
@@ -69,21 +81,23 @@ def iter_records(src: Source, record_start: re.Pattern[str],
                 seen_record = True
             # Every start but the last closes the record before it; the last
             # record may continue in the next chunk.
+            batch: list[tuple[int, str]] = []
             for begin, end in zip(starts, starts[1:], strict=False):
-                text = buf[begin:end]
-                yield TextRecord(buf_line, text.rstrip())
-                buf_line += text.count("\n")
+                batch.append((buf_line, buf[begin:end].rstrip()))
+                buf_line += buf.count("\n", begin, end)
+            if batch:
+                yield batch
             last = starts[-1] if starts else 0
             buf = buf[last:]
             if len(buf) > MAX_RECORD_CHARS:
                 yield ParseWarning(f"{what} at line {buf_line} is longer than {MAX_RECORD_CHARS} characters; "
                                    "split there", f"line {buf_line}", 0, True)
-                yield TextRecord(buf_line, buf.rstrip())
+                yield [(buf_line, buf.rstrip())]
                 buf_line += buf.count("\n")
                 buf = ""
         if buf.strip():
             if seen_record:
-                yield TextRecord(buf_line, buf.rstrip())
+                yield [(buf_line, buf.rstrip())]
             else:
                 yield _orphans(buf, buf_line, what)
     if report.bad_sequences:

@@ -7,14 +7,14 @@ from datetime import datetime
 import pytest
 from conftest import LINUX_LOG, SQLPROD01_LOG, WEB02_LOG, write_utf16
 
-from forensic.model import Event, ParseWarning
+from forensic.model import Event, ParseWarning, expand
 from parsers import sniff
 from parsers.base import Source
 from parsers.errorlog import PARSER, split_record
 
 
 def parse_bytes(data: bytes, name: str = "ERRORLOG"):
-    items = list(PARSER.parse(Source.from_bytes(data, name)))
+    items = list(expand(PARSER.parse(Source.from_bytes(data, name))))
     return [i for i in items if isinstance(i, Event)], [i for i in items if isinstance(i, ParseWarning)]
 
 
