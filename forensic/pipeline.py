@@ -119,6 +119,7 @@ class InputReport:
     last_timestamp: str | None = None
     runs: list[str] = field(default_factory=list)
     facts: ObjectFacts = field(default_factory=ObjectFacts)
+    parser_stats: dict[str, Any] = field(default_factory=dict)
 
     def add_warning(self, w: ParseWarning) -> None:
         self.warning_count += 1
@@ -172,7 +173,16 @@ def iter_input_batches(task: ParseTask, report: InputReport) -> Iterator[pa.Reco
     rules = _ruleset(task.rule_paths)
     builder = BatchBuilder(task.display_path, task.sha256)
     try:
-        for item in parser.parse(src, task.options):
+        gen = parser.parse(src, task.options)
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                # A parser may return its own counts (records read, skipped,
+                # recovered...) as the generator's value: they go to the manifest.
+                if isinstance(stop.value, dict):
+                    report.parser_stats = stop.value
+                break
             if isinstance(item, ParseWarning):
                 report.add_warning(item)
                 continue

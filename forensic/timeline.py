@@ -151,6 +151,15 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
     return RunResult(exit_code, rows, found, reports, prescan, directory, manifest_path, manifest)
 
 
+def _time_zone_entry(group: str, rep: InputReport | None, ctx) -> dict[str, Any]:
+    tz_sources = dict(rep.tz_sources) if rep else {}
+    if tz_sources and set(tz_sources) == {"utc"}:
+        # The artifact stores UTC itself (EVTX): no local-time decision applied.
+        return {"group": group, "tz_sources": tz_sources, "method": "utc",
+                "notes": ["the artifact stores UTC times"]}
+    return {"group": group, "tz_sources": tz_sources, **ctx.describe()}
+
+
 def build_manifest(opts: RunOptions, found: DiscoveryResult, prescan: dict[str, PrescanResult],
                    directory: InstanceDirectory, reports: dict[str, InputReport], rows: int, exit_code: int,
                    started: datetime, finished: datetime, bursts: dict[str, list[str]]) -> dict[str, Any]:
@@ -188,8 +197,8 @@ def build_manifest(opts: RunOptions, found: DiscoveryResult, prescan: dict[str, 
             "host": att.host,
             "instance": att.instance,
             "attribution": att.how,
-            "time_zone": {"group": att.group, "tz_sources": dict(rep.tz_sources) if rep else {},
-                          **ctx.describe()},
+            "time_zone": _time_zone_entry(att.group, rep, ctx),
+            "parser_stats": rep.parser_stats if rep else {},
             "facts": ev.facts if ev else {},
         })
     skipped = [{"path": i.display_path, "size": i.size,

@@ -191,7 +191,9 @@ class ErrorlogParser:
                     if m:
                         pending = (line, ts, process, (int(m.group(1)), int(m.group(2)), int(m.group(3))), message)
                         continue
-                if "\n" not in message and message.split(" ", 1)[0].lower() not in words:
+                if "\n" not in message and line > 3 and (message.split(" ", 1)[0].lower() not in words
+                                            or classify(message) is None):
+                    # No template can match, or none did: a plain record.
                     event_type.append("log_message")
                     event_id.append(None)
                     message_col.append(message.rstrip())

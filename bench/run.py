@@ -1,0 +1,293 @@
+"""Side-by-side performance figures for mssql-forensic.
+
+    python bench/run.py [--quick] [--cache DIR]
+
+Generates (once, cached outside the repository, default
+``/tmp/mssql-forensic-bench``) realistic large evidence:
+
+* ERRORLOG rotation sets: UTF-16LE, a busy server's mix (log backups,
+  backups, DBCC, failed-login pairs, a few configuration changes);
+* a large server-written default trace, built with the declared trace
+  structures (``bench/trc_bench.py``);
+* a large Security/Application EVTX where SQL Server events are a small
+  fraction (chunks of the public samples, renumbered: ``bench/evtx_bench.py``);
+
+then measures, on the same machine and in one run:
+
+``errorlog_vs_decode``   ERRORLOG parsing throughput (parser and the engine's
+                         per-input finishing, i.e. everything but the final
+                         merge) over a bare UTF-16 decode + ``splitlines``
+``trace_vs_token_walk``  default-trace parsing throughput over a bare Python
+                         token walk (id, length, skip) of the same file
+``evtx_vs_raw_rust``     our EVTX timeline records/s over bare ``evtx``
+                         iteration (``records_json`` + ``json.loads``)
+``evtx_vs_python_evtx``  our default engine over python-evtx (on a slice)
+``peak_rss_mb``          peak RSS of a ``timeline`` run over the largest set,
+                         and over a set half its size (flatness)
+``parallel_speedup_2``   ``--workers 2`` against ``--workers 1`` on a
+                         multi-file set
+
+It prints a table, then one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+GOALS = {"evtx_vs_raw_rust": 0.5, "evtx_vs_python_evtx": 100, "errorlog_vs_decode": 0.1,
+         "trace_vs_token_walk": 0.2, "peak_rss_mb": 400, "parallel_speedup_2": 1.5}
+
+
+# -- evidence generation --------------------------------------------------------
+
+_INFO = "This is an informational message only. No user action is required."
+
+
+def _errorlog_lines(start: datetime, count: int, seed: int) -> list[str]:
+    """A busy server's ERRORLOG: mostly backups, some failed logins."""
+    rnd = random.Random(seed)
+    t = start
+    lines = [
+        f"{start:%Y-%m-%d %H:%M:%S}.00 Server      Microsoft SQL Server 2019 (RTM-CU22) (KB5027702) - 15.0.4322.2 (X64) \n"
+        "\tJul 27 2023 21:49:49 \n\tCopyright (C) 2019 Microsoft Corporation\n"
+        "\tStandard Edition (64-bit) on Windows Server 2019 Standard 10.0 <X64> (Build 17763: ) (Hypervisor)",
+        "",
+        f"{start:%Y-%m-%d %H:%M:%S}.00 Server      UTC adjustment: -5:00",
+        f"{start:%Y-%m-%d %H:%M:%S}.01 spid10s     Server name is 'BENCHSQL'. {_INFO}",
+    ]
+    dbs = [f"db{i:02d}" for i in range(40)]
+    for i in range(count):
+        t += timedelta(milliseconds=rnd.randint(50, 900))
+        ts = f"{t:%Y-%m-%d %H:%M:%S}.{t.microsecond // 10000:02d}"
+        spid = f"spid{rnd.randint(51, 180)}"
+        db = dbs[i % len(dbs)]
+        r = rnd.random()
+        if r < 0.55:
+            lines.append(f"{ts} Backup      Log was backed up. Database: {db}, creation date(time): 2023/01/02(03:04:05), "
+                         f"first LSN: {i}:1632:1, last LSN: {i}:1656:1, number of dump devices: 1, device "
+                         f"information: (FILE=1, TYPE=DISK: {{'E:\\Backup\\{db}_log.trn'}}). {_INFO}")
+        elif r < 0.65:
+            lines.append(f"{ts} Backup      BACKUP DATABASE successfully processed {rnd.randint(100, 99999)} pages in "
+                         f"{rnd.random():.3f} seconds ({rnd.random() * 300:.3f} MB/sec).")
+        elif r < 0.72:
+            lines.append(f"{ts} Backup      Database backed up. Database: {db}, creation date(time): "
+                         f"2023/01/02(03:04:05), pages dumped: {rnd.randint(1000, 9999)}, first LSN: 52:1632:37, "
+                         f"last LSN: 52:1656:1, number of dump devices: 1, device information: (FILE=1, TYPE=DISK: "
+                         f"{{'E:\\Backup\\{db}.bak'}}). {_INFO}")
+        elif r < 0.80:
+            lines.append(f"{ts} {spid:<12}DBCC CHECKDB ({db}) WITH no_infomsgs executed by NT SERVICE\\SQLSERVERAGENT "
+                         "found 0 errors and repaired 0 errors. Elapsed time: 0 hours 0 minutes 1 seconds.  "
+                         "Internal database snapshot has split point LSN = 00000034:00000660:0001 and first LSN = "
+                         "00000034:00000658:0001.")
+        elif r < 0.95:
+            lines.append(f"{ts} Logon       Error: 18456, Severity: 14, State: 8.")
+            lines.append(f"{ts} Logon       Login failed for user 'sa'. Reason: Password did not match that for the "
+                         f"login provided. [CLIENT: 203.0.113.{rnd.randint(1, 254)}]")
+        elif r < 0.99:
+            lines.append(f"{ts} {spid:<12}I/O is frozen on database {db}. No user action is required. However, if I/O "
+                         "is not resumed promptly, you could cancel the backup.")
+        elif r < 0.997:
+            lines.append(f"{ts} {spid:<12}Setting database option RECOVERY to FULL for database '{db}'.")
+        else:
+            lines.append(f"{ts} {spid:<12}Configuration option 'show advanced options' changed from 0 to 1. "
+                         "Run the RECONFIGURE statement to install.")
+    return lines
+
+
+def build_errorlog(path: Path, megabytes: int, seed: int = 1) -> None:
+    if path.exists() and path.stat().st_size >= megabytes * 2**20 * 0.95:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    with open(tmp, "wb") as out:
+        out.write(b"\xff\xfe")
+        start = datetime(2025, 1, 1)
+        block = 0
+        while out.tell() < megabytes * 2**20:
+            lines = _errorlog_lines(start + timedelta(days=block), 20_000, seed + block)
+            out.write(("\r\n".join(lines) + "\r\n").encode("utf-16-le"))
+            block += 1
+    tmp.replace(path)
+
+
+def build_trace(path: Path, megabytes: int) -> None:
+    import trc_bench
+    if not path.exists() or path.stat().st_size < megabytes * 2**20 * 0.9:
+        trc_bench.build(path, megabytes)
+
+
+def build_evtx(path: Path, chunks: int) -> None:
+    import evtx_bench
+    if not path.exists() or path.stat().st_size < chunks * 65536:
+        evtx_bench.build_synthetic(path, chunks, sparse=True)
+
+
+# -- measurements ------------------------------------------------------------------
+
+def best(fn, repeat: int = 2) -> tuple[float, object]:
+    best_t, value = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        value = fn()
+        best_t = min(best_t, time.perf_counter() - t0)
+    return best_t, value
+
+
+def decode_splitlines(path: Path) -> int:
+    n = 0
+    with open(path, "rb") as fh:
+        fh.read(2)
+        while chunk := fh.read(1 << 22):
+            n += len(chunk.decode("utf-16-le", errors="replace").splitlines())
+    return n
+
+
+def engine_pass(path: Path, parser_name: str, options: dict | None = None) -> int:
+    """Everything a worker does for one input except spilling runs: parse,
+    finish (time, provenance, rules), build Arrow batches."""
+    from forensic.pipeline import InputReport, ParseTask, iter_input_batches
+    from forensic.timezones import TimeContext
+    task = ParseTask(path=str(path), display_path=str(path), root=str(path.parent), size=path.stat().st_size,
+                     sha256="0" * 64, parser_name=parser_name, host="BENCH", instance="MSSQLSERVER",
+                     time_context=TimeContext.build([], None), options=options or {})
+    report = InputReport(str(path), str(path), parser_name)
+    rows = sum(b.num_rows for b in iter_input_batches(task, report))
+    return rows
+
+
+def token_walk(path: Path) -> int:
+    import trc_bench
+    return trc_bench.bare_walk(path)
+
+
+def raw_rust(path: Path) -> int:
+    import evtx
+    n = 0
+    for record in evtx.PyEvtxParser(str(path), number_of_threads=1).records_json():
+        json.loads(record["data"])
+        n += 1
+    return n
+
+
+def python_evtx_records(path: Path, limit: int) -> tuple[int, float]:
+    """python-evtx over the first ``limit`` records (it is slow)."""
+    import Evtx.Evtx as pyevtx
+    t0 = time.perf_counter()
+    n = 0
+    with pyevtx.Evtx(str(path)) as log:
+        for record in log.records():
+            record.xml()
+            n += 1
+            if n >= limit:
+                break
+    return n, time.perf_counter() - t0
+
+
+def timeline_run(paths: list[Path], out: Path, workers: int) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of a `timeline` subprocess."""
+    cmd = [sys.executable, "-m", "forensic", "timeline", *map(str, paths), "-o", str(out), "--quiet",
+           "--workers", str(workers)]
+    probe = ("import resource,subprocess,sys,time;t=time.perf_counter();"
+             "r=subprocess.run(sys.argv[1:]);"
+             "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024)")
+    proc = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, cwd=REPO)
+    seconds, rss = proc.stdout.split()[-2:]
+    return float(seconds), float(rss)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, under 5 minutes on 2 cores")
+    ap.add_argument("--cache", default=os.environ.get("MSSQL_FORENSIC_BENCH", "/tmp/mssql-forensic-bench"))
+    args = ap.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    size = {"errorlog_mb": 40, "trace_mb": 40, "evtx_chunks": 800, "files": 4} if args.quick else \
+           {"errorlog_mb": 300, "trace_mb": 200, "evtx_chunks": 4800, "files": 8}
+
+    errorlog = cache / f"errorlog_{size['errorlog_mb']}" / "ERRORLOG"
+    trace = cache / f"trace_{size['trace_mb']}.trc"
+    evtx_file = cache / f"security_{size['evtx_chunks']}.evtx"
+    t0 = time.perf_counter()
+    build_errorlog(errorlog, size["errorlog_mb"])
+    build_trace(trace, size["trace_mb"])
+    build_evtx(evtx_file, size["evtx_chunks"])
+    # A multi-file set: an ERRORLOG rotation set beside traces (per-file work).
+    multi = cache / f"multi_{size['files']}"
+    for i in range(size["files"]):
+        build_errorlog(multi / "Log" / f"ERRORLOG.{i}", size["errorlog_mb"] // 4, seed=100 + i)
+    print(f"evidence ready in {time.perf_counter() - t0:.1f} s under {cache}", file=sys.stderr)
+
+    results: dict[str, float] = {}
+    rows: list[tuple[str, str, str]] = []
+
+    mb = errorlog.stat().st_size / 2**20
+    t_dec, _ = best(lambda: decode_splitlines(errorlog))
+    t_err, n_err = best(lambda: engine_pass(errorlog, "errorlog"))
+    results["errorlog_vs_decode"] = (mb / t_err) / (mb / t_dec)
+    rows += [("ERRORLOG bare decode + splitlines", f"{mb:.0f} MB", f"{mb / t_dec:.0f} MB/s"),
+             ("ERRORLOG parse + finish", f"{n_err:,} events", f"{mb / t_err:.1f} MB/s ({n_err / t_err:,.0f} ev/s)")]
+
+    mb = trace.stat().st_size / 2**20
+    t_walk, _ = best(lambda: token_walk(trace))
+    t_trc, n_trc = best(lambda: engine_pass(trace, "default_trace"), 1)
+    results["trace_vs_token_walk"] = (mb / t_trc) / (mb / t_walk)
+    rows += [("trace bare token walk", f"{mb:.0f} MB", f"{mb / t_walk:.1f} MB/s"),
+             ("trace parse + finish", f"{n_trc:,} events", f"{mb / t_trc:.1f} MB/s ({n_trc / t_trc:,.0f} ev/s)")]
+
+    t_raw, n_raw = best(lambda: raw_rust(evtx_file))
+    t_ev, n_rows = best(lambda: engine_pass(evtx_file, "evtx", {"evtx_engine": "rust"}))
+    results["evtx_vs_raw_rust"] = (n_raw / t_ev) / (n_raw / t_raw)
+    n_py, t_py = python_evtx_records(evtx_file, 3000 if args.quick else 10000)
+    results["evtx_vs_python_evtx"] = (n_raw / t_ev) / (n_py / t_py)
+    rows += [("EVTX raw evtx records_json+json.loads", f"{n_raw:,} records", f"{n_raw / t_raw:,.0f} rec/s"),
+             ("EVTX our timeline (rust engine)", f"{n_rows:,} rows", f"{n_raw / t_ev:,.0f} rec/s"),
+             ("EVTX python-evtx xml()", f"{n_py:,} records", f"{n_py / t_py:,.0f} rec/s")]
+
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        big = [errorlog.parent, trace, evtx_file]
+        wall_big, rss_big = timeline_run(big, Path(tmp) / "big.parquet", 2)
+        half = [multi / "Log"]
+        wall_half, rss_half = timeline_run(half, Path(tmp) / "half.parquet", 2)
+        results["peak_rss_mb"] = rss_big
+        rows += [("timeline over the largest set, peak RSS", f"{sum(p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.iterdir()) for p in big) / 2**20:.0f} MB", f"{rss_big:.0f} MB ({wall_big:.1f} s)"),
+                 ("timeline over a smaller set, peak RSS", f"{sum(f.stat().st_size for f in (multi / 'Log').iterdir()) / 2**20:.0f} MB", f"{rss_half:.0f} MB ({wall_half:.1f} s)")]
+        w1, _ = timeline_run([multi / "Log"], Path(tmp) / "w1.parquet", 1)
+        w2, _ = timeline_run([multi / "Log"], Path(tmp) / "w2.parquet", 2)
+        results["parallel_speedup_2"] = w1 / w2
+        rows += [("multi-file set, --workers 1", f"{size['files']} files", f"{w1:.1f} s"),
+                 ("multi-file set, --workers 2", f"{size['files']} files", f"{w2:.1f} s")]
+    results["peak_rss_mb_smaller_set"] = rss_half
+
+    width = max(len(r[0]) for r in rows)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"{datetime.now():%Y-%m-%d}, {'quick' if args.quick else 'full'} run")
+    for label, amount, speed in rows:
+        print(f"  {label:<{width}}  {amount:>18}  {speed}")
+    print()
+    for key, goal in GOALS.items():
+        value = results[key]
+        ok = value <= goal if key == "peak_rss_mb" else value >= goal
+        print(f"  {key:<22} {value:10.2f}   goal {'<=' if key == 'peak_rss_mb' else '>='} {goal:<6} "
+              f"{'met' if ok else 'NOT MET'}")
+    print(json.dumps({k: round(v, 3) for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    main()
