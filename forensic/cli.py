@@ -1,4 +1,4 @@
-"""Command line: ``mssql-forensic timeline`` and ``mssql-forensic findings``.
+"""Command line: ``mssql-forensic timeline``, ``findings``, ``report`` and ``query``.
 
 Exit status (contract): 0 every recognised input parsed completely; 1 the
 timeline was written but some input was damaged or partly readable; 2 usage
@@ -32,6 +32,7 @@ class OutFormat(StrEnum):
     parquet = "parquet"
     jsonl = "jsonl"
     csv = "csv"
+    timesketch = "timesketch"
 
 
 class EvtxEngine(StrEnum):
@@ -76,7 +77,7 @@ def _check_output(output: str, paths: list[str], force: bool) -> None:
 def timeline(
     paths: Annotated[list[str], typer.Argument(help="Evidence files and folders (folders are read recursively).")],
     output: Annotated[str, typer.Option("-o", "--output", help="Timeline file to write.")],
-    fmt: Annotated[OutFormat | None, typer.Option("--format", help="Output format (default: from OUT's extension, else parquet).")] = None,
+    fmt: Annotated[OutFormat | None, typer.Option("--format", help="Output format (default: from OUT's extension, else parquet); timesketch: JSON Lines for Timesketch import.")] = None,
     tz: Annotated[str | None, typer.Option("--tz", help="Zone for local-time artifacts when the evidence gives none: IANA name or offset like -05:00.")] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Parallel parse processes (default: number of CPUs).")] = None,
     evtx_engine: Annotated[EvtxEngine, typer.Option("--evtx-engine", help="EVTX library: rust (evtx), python (python-evtx) or auto.")] = EvtxEngine.auto,
@@ -159,6 +160,80 @@ def findings(
         if not console.is_terminal:
             console = Console(highlight=False, width=200)
         console.print(findings_table(result))
+
+
+def _check_report_output(output: str, protected: list[str]) -> None:
+    out = os.path.abspath(output)
+    if os.path.isdir(out):
+        raise usage_error(f"output {output!r} is a folder; give a file name")
+    for p in protected:
+        if p and os.path.exists(p) and os.path.realpath(p) == os.path.realpath(out):
+            raise usage_error(f"output {output!r} would overwrite {p!r}")
+    parent = os.path.dirname(out)
+    if not os.path.isdir(parent):
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise usage_error(f"cannot create output folder {parent!r}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise usage_error(f"output folder {parent!r} is not writable")
+
+
+@app.command()
+def report(
+    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet or JSON Lines).")],
+    output: Annotated[str, typer.Option("-o", "--output", help="HTML file to write.")],
+    manifest: Annotated[str | None, typer.Option("--manifest", help="Run manifest (default: TIMELINE.manifest.json when present).")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Report title, e.g. the case name or number.")] = None,
+) -> None:
+    """Write the examiner's report: one self-contained HTML file (no scripts, works offline)."""
+    import time
+
+    from forensic.report_html import ReportError, write_report
+
+    if not os.path.isfile(timeline_path):
+        raise usage_error(f"no such timeline file: {timeline_path!r}")
+    _check_report_output(output, [timeline_path, manifest or timeline_path + ".manifest.json"])
+    started = time.monotonic()
+    try:
+        case = write_report(timeline_path, output, manifest_path=manifest, title=title)
+    except ReportError as exc:
+        raise usage_error(str(exc)) from None
+    sev = {s: sum(1 for f in case.findings if f.severity == s) for s in ("high", "medium", "low")}
+    err_console.print(f"report written to {output} ({os.path.getsize(output):,} bytes, "
+                      f"{time.monotonic() - started:.1f} s): {len(case.findings)} finding(s) "
+                      f"({sev['high']} high, {sev['medium']} medium, {sev['low']} low), "
+                      f"{case.scan.flagged:,} flagged of {case.scan.rows:,} events"
+                      + (f", {len(case.warnings)} warning(s)" if case.warnings else ""), markup=False)
+
+
+class QueryFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+@app.command()
+def query(
+    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet or JSON Lines).")],
+    sql: Annotated[str, typer.Argument(metavar="SQL", help="DuckDB SQL over the views `timeline` and `flagged`.")],
+    fmt: Annotated[QueryFormat, typer.Option("--format", help="table (readable), csv (spreadsheet-safe) or jsonl.")] = QueryFormat.table,
+    max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown by --format table (csv and jsonl print all).")] = 1000,
+) -> None:
+    """Run SQL over a timeline with DuckDB (optional extra: pip install 'mssql-forensic[query]').
+
+    The views: `timeline` (every row; `attributes` as JSON, so attributes->>'spid' works)
+    and `flagged` (rows with at least one flag). Read-only: the query cannot read or write
+    other files.
+    """
+    from forensic.query import QueryError, run_query
+
+    if not os.path.isfile(timeline_path):
+        raise usage_error(f"no such timeline file: {timeline_path!r}")
+    try:
+        run_query(timeline_path, sql, fmt.value, max_rows, sys.stdout, err_console)
+    except QueryError as exc:
+        raise usage_error(str(exc)) from None
 
 
 @app.command()

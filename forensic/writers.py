@@ -1,10 +1,19 @@
-"""Timeline writers: Parquet, JSON Lines, CSV.
+"""Timeline writers: Parquet, JSON Lines, CSV, Timesketch JSON Lines.
 
 All write to a temporary name beside the output and rename at the end, so an
 interrupted run never leaves a half-written timeline under the final name.
-CSV cells that a spreadsheet would run as a formula (starting with ``=``,
-``+``, ``-``, ``@``, tab or carriage return) are prefixed with ``'``: evidence
-text is attacker-controlled.
+
+CSV is made for spreadsheets, and evidence text is attacker-controlled: every
+string cell (flags and attributes included) that a spreadsheet would run as a
+formula is prefixed with ``'`` (see :func:`neutralise_cell`); one CSV record
+per event, multi-line text quoted; NUL becomes U+2400 (spreadsheets cut cells
+at NUL).
+
+Timesketch JSON Lines (:func:`timesketch_record`) carries the fields
+Timesketch requires (``message``, ``datetime``, ``timestamp_desc``), its
+``timestamp`` in epoch microseconds, every timeline column as a field, the
+attributes JSON string unchanged plus each top-level attribute flattened to
+an ``attr_<key>`` string field.
 """
 
 from __future__ import annotations
@@ -12,7 +21,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,9 +32,15 @@ import pyarrow.parquet as pq
 from forensic import __version__
 from forensic.schema import COLUMN_NAMES, TIMELINE_SCHEMA
 
-FORMATS = ("parquet", "jsonl", "csv")
+FORMATS = ("parquet", "jsonl", "csv", "timesketch")
 ROW_GROUP_ROWS = 100_000
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# What makes a spreadsheet cell a formula (OWASP "CSV injection"), with the
+# full-width forms some spreadsheets also accept.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# Characters a spreadsheet skips before looking for one.
+_LEADING_BLANKS = " \t\r\n\x0b\x0c\u00a0\u3000"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ATTR_KEY = re.compile(r"[^A-Za-z0-9_]")
 
 
 def format_for(path: str, explicit: str | None) -> str:
@@ -48,9 +66,83 @@ def _iso(ts) -> str | None:
 
 
 def neutralise_cell(value: str) -> str:
-    if value and value.startswith(_FORMULA_START):
+    """Make a string cell inert for spreadsheets.
+
+    A cell that starts with a formula character (after any blanks) gets a
+    leading ``'``; so does a cell that already starts with ``'``, which keeps
+    the change reversible: drop one leading ``'`` from any cell that has one.
+    NUL becomes U+2400.
+    """
+    if not value:
+        return value
+    if "\x00" in value:
+        value = value.replace("\x00", "\u2400")
+    if value[0] == "'" or value.lstrip(_LEADING_BLANKS).startswith(_FORMULA_START) \
+            or value.startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+def csv_cell(name: str, value: Any) -> Any:
+    """One timeline value as a CSV cell (flags joined with ``;``)."""
+    if name == "timestamp":
+        return _iso(value) or ""
+    if name == "flags":
+        return neutralise_cell(";".join(value or []))
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return neutralise_cell(value)
+    return value
+
+
+def _attr_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def timesketch_record(row: dict[str, Any]) -> dict[str, Any]:
+    """One timeline row as a Timesketch event.
+
+    ``datetime`` is ISO 8601 UTC and ``timestamp`` epoch microseconds (what
+    Timesketch means by it).  A row with no time (a state row) gets the epoch
+    with ``timestamp_desc`` ``Not a time``, as Plaso does, and keeps its own
+    description in ``original_timestamp_desc``.  Attribute values are all
+    strings in ``attr_*`` so that a field never changes type between events
+    (OpenSearch refuses an event whose field type conflicts with the mapping).
+    """
+    ts = row["timestamp"]
+    out: dict[str, Any] = {"message": row["message"]}
+    if ts is None:
+        out["datetime"] = _EPOCH.isoformat()
+        out["timestamp"] = 0
+        out["timestamp_desc"] = "Not a time"
+        out["original_timestamp_desc"] = row["timestamp_desc"]
+    else:
+        ts = ts.astimezone(UTC)
+        out["datetime"] = ts.isoformat()
+        delta = ts - _EPOCH
+        out["timestamp"] = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        out["timestamp_desc"] = row["timestamp_desc"]
+    out["data_type"] = f"mssql:{row['source']}:{row['event_type']}"
+    for name in COLUMN_NAMES:
+        if name not in out and name != "timestamp_desc":
+            out[name] = row[name]
+    try:
+        attrs = json.loads(row["attributes"]) if row["attributes"] else {}
+    except ValueError:
+        attrs = {}
+    if isinstance(attrs, dict):
+        for key, value in attrs.items():
+            field_name = "attr_" + _ATTR_KEY.sub("_", str(key))
+            if field_name not in out and value is not None:
+                out[field_name] = _attr_value(value)
+    return out
 
 
 class TimelineWriter:
@@ -71,8 +163,10 @@ class TimelineWriter:
             self._pending: list[pa.RecordBatch] = []
             self._pending_rows = 0
         else:
+            # backslashreplace: a lone surrogate from damaged UTF-16 must
+            # not abort the whole output.
             self._fh = open(self.tmp, "w", encoding="utf-8-sig" if (fmt == "csv" and csv_bom) else "utf-8",
-                            newline="")
+                            newline="", errors="backslashreplace")
             if fmt == "csv":
                 self._csv = csv.writer(self._fh, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
                 self._csv.writerow(COLUMN_NAMES)
@@ -92,21 +186,12 @@ class TimelineWriter:
             for row in rows:
                 row["timestamp"] = _iso(row["timestamp"])
                 self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif self.fmt == "timesketch":
+            for row in rows:
+                self._fh.write(json.dumps(timesketch_record(row), ensure_ascii=False) + "\n")
         else:
             for row in rows:
-                out = []
-                for name in COLUMN_NAMES:
-                    value = row[name]
-                    if name == "timestamp":
-                        value = _iso(value) or ""
-                    elif name == "flags":
-                        value = ";".join(value or [])
-                    elif value is None:
-                        value = ""
-                    elif isinstance(value, str):
-                        value = neutralise_cell(value)
-                    out.append(value)
-                self._csv.writerow(out)
+                self._csv.writerow([csv_cell(name, row[name]) for name in COLUMN_NAMES])
 
     def _flush_parquet(self) -> None:
         if self._pending:
