@@ -567,7 +567,7 @@ def decode_value(column_id: int, raw: bytes) -> Any:
     return decoder(raw) if decoder is not None else raw.hex()
 
 
-_ERROR_LINE = re.compile(r"^Error: (?P<num>\d+), Severity: (?P<sev>\d+), State: (?P<state>\d+)\.\s*")
+_ERROR_LINE = re.compile(r"^Error: (?P<num>[0-9]{1,10}), Severity: (?P<sev>[0-9]{1,10}), State: (?P<state>[0-9]{1,10})\.\s*")
 
 
 def _errorlog_split(line: str) -> tuple[str, str | None]:

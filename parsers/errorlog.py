@@ -41,8 +41,10 @@ SOURCE = "errorlog"
 _TS = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2}"
 RECORD_START = re.compile(rf"^{_TS} ", re.MULTILINE)
 _SNIFF_LINE = re.compile(rf"^{_TS} +\S+ +\S", re.MULTILINE)
-ERROR_LINE = re.compile(r"^Error: (\d+), Severity: (-?\d+), State: (-?\d+)\.?\s*$")
-_SPID = re.compile(r"^spid(\d+)(s?)$", re.IGNORECASE)
+# ASCII digits of a bounded length: message numbers are int32, and int() refuses
+# other scripts' digits and more than 4300 of them (damaged or forged lines).
+ERROR_LINE = re.compile(r"^Error: ([0-9]{1,10}), Severity: (-?[0-9]{1,10}), State: (-?[0-9]{1,10})\.?\s*$")
+_SPID = re.compile(r"^spid([0-9]{1,9})(s?)$", re.IGNORECASE)
 # The instance folder in paths: MSSQL16.MSSQLSERVER, MSSQL10_50.SQLEXPRESS
 _INSTANCE_DIR = re.compile(r"MSSQL\d{2}(?:_\d+)?\.([^\\/'\"\s]+)[\\/]", re.IGNORECASE)
 _PARAM_S = re.compile(r"^\s*-s\s*\"?([^\"\s]+)\"?\s*$", re.MULTILINE)

@@ -52,7 +52,7 @@ _FOR_HEADER = re.compile(r"^\s*(JSON|XML)_F52E2B61-18A1-11d1-B105-00805F49916B\s
 # SQL Server returns FOR JSON / FOR XML text in rows of this many characters;
 # sqlcmd and SSMS print each row on its own line (reference section 2.9).
 FOR_SPLIT = 2033
-_ROWS_AFFECTED = re.compile(r"^\s*\((\d+) rows? affected\)\s*$", re.IGNORECASE)
+_ROWS_AFFECTED = re.compile(r"^\s*\(([0-9]{1,18}) rows? affected\)\s*$", re.IGNORECASE)
 _DASHES = re.compile(r"^-+(?:([^-\r\n])-+)*\s*$")
 _SQLCMD_MSG = re.compile(r"^Msg \d+, Level \d+, State \d+")
 _ERRORLOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2} ")

@@ -73,8 +73,11 @@ class SqlAgentParser:
             attrs: dict[str, Any] = {"level": _LEVELS[level]}
             event_id = None
             if tag is not None:
-                if tag.strip().isdigit():
-                    event_id = int(tag)
+                number = tag.strip()
+                # ASCII digits only (str.isdigit() also accepts "²", which int() refuses)
+                # and within int64: damaged or forged tags stay text.
+                if number.isascii() and number.isdigit() and len(number) <= 18:
+                    event_id = int(number)
                 else:
                     attrs["tag"] = tag
             local = _local(ts)
