@@ -111,6 +111,12 @@ def pair_offset(local_text: str, utc_text: str) -> int | None:
     return minutes
 
 
+# The range of Python datetimes, in microseconds since the epoch: Arrow holds
+# more, but a timeline row must be readable as a datetime.
+_MIN_US = -62135596800 * 1_000_000
+_MAX_US = 253402300799 * 1_000_000 + 999_999
+
+
 @cache
 def _all_zones() -> tuple[zoneinfo.ZoneInfo, ...]:
     zones = []
@@ -255,22 +261,39 @@ class TimeContext:
     def has_evidence(self) -> bool:
         return bool(self.segments)
 
-    def resolve(self, local: datetime) -> tuple[datetime, str]:
-        """UTC (aware) and tz_source for one naive local time."""
-        if self.segments:
-            if len(self.segments) == 1:
-                seg = self.segments[0]
-            else:
-                starts = [s.start for s in self.segments]
-                seg = self.segments[max(bisect.bisect_right(starts, local) - 1, 0)]
-            return (local - timedelta(minutes=seg.offset_minutes)).replace(tzinfo=UTC), seg.tz_source
-        if self.cli_zone is not None:
-            return local.replace(tzinfo=self.cli_zone).astimezone(UTC), TZ_CLI
+    def resolve(self, local: datetime) -> tuple[datetime | None, str]:
+        """UTC (aware) and tz_source for one naive local time.  None for a
+        time that has no UTC datetime (a damaged year 0001 or 9999 shifted
+        past the range): the row keeps its written time in ``local_time``."""
+        try:
+            if self.segments:
+                if len(self.segments) == 1:
+                    seg = self.segments[0]
+                else:
+                    starts = [s.start for s in self.segments]
+                    seg = self.segments[max(bisect.bisect_right(starts, local) - 1, 0)]
+                return (local - timedelta(minutes=seg.offset_minutes)).replace(tzinfo=UTC), seg.tz_source
+            if self.cli_zone is not None:
+                return local.replace(tzinfo=self.cli_zone).astimezone(UTC), TZ_CLI
+        except OverflowError:
+            return None, self.resolve_method()
         return local.replace(tzinfo=UTC), TZ_ASSUMED_UTC
 
     def resolve_array(self, local):
         """Column-wise :meth:`resolve`: naive timestamp[us] array ->
-        (timestamp[us, UTC] array, tz_source string array)."""
+        (timestamp[us, UTC] array, tz_source string array); times outside
+        what a datetime holds become null, as in :meth:`resolve`."""
+        import pyarrow.compute as pc
+        utc, sources = self._resolve_array(local)
+        if len(utc) and utc.null_count < len(utc):
+            lo_hi = pc.min_max(pc.cast(utc, "int64"))
+            if lo_hi["min"].as_py() < _MIN_US or lo_hi["max"].as_py() > _MAX_US:
+                ints = pc.cast(utc, "int64")
+                ok = pc.and_(pc.greater_equal(ints, _MIN_US), pc.less_equal(ints, _MAX_US))
+                utc = pc.if_else(ok, utc, None)
+        return utc, sources
+
+    def _resolve_array(self, local):
         import pyarrow as pa
         import pyarrow.compute as pc
         n = len(local)
