@@ -120,6 +120,7 @@ class InputReport:
     runs: list[str] = field(default_factory=list)
     facts: ObjectFacts = field(default_factory=ObjectFacts)
     parser_stats: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, Any] = field(default_factory=dict)  # accounting, filled by the timeline run
 
     def add_warning(self, w: ParseWarning) -> None:
         self.warning_count += 1

@@ -91,6 +91,7 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
 
         out_dir = os.path.dirname(os.path.abspath(opts.output))
         scratch = tempfile.mkdtemp(prefix=".mssql-forensic-", dir=out_dir)
+        written: Counter = Counter()  # rows in the output per input (display path)
         reports: dict[str, InputReport] = {}
         writer: TimelineWriter | None = None
         try:
@@ -130,7 +131,7 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
             for rep in reports.values():
                 facts.merge(rep.facts)
             correlate = Correlator(facts)
-            writer.write_all(correlate(b) for b in merge_runs(runs, scratch))
+            writer.write_all(_count_rows((correlate(b) for b in merge_runs(runs, scratch)), written))
             writer.close()
             rows = writer.rows
         except BaseException:
@@ -142,6 +143,8 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
     finally:
         executor.close()
 
+    for rep in reports.values():
+        _reconcile(rep, written.get(rep.display_path, 0))
     exit_code = 1 if (any(r.damaged for r in reports.values())
                       or any("cannot" in msg for _p, msg in found.problems)) else 0
     finished = datetime.now(UTC)
@@ -158,6 +161,52 @@ def _time_zone_entry(group: str, rep: InputReport | None, ctx) -> dict[str, Any]
         return {"group": group, "tz_sources": tz_sources, "method": "utc",
                 "notes": ["the artifact stores UTC times"]}
     return {"group": group, "tz_sources": tz_sources, **ctx.describe()}
+
+
+def _count_rows(batches, written: Counter):
+    """Pass batches through, counting rows per input (``source_file``)."""
+    import pyarrow.compute as pc
+    for batch in batches:
+        for item in pc.value_counts(batch.column("source_file")).to_pylist():
+            written[item["values"]] += item["counts"]
+        yield batch
+
+
+def _records(events: int, written: int, lost: int, stats: dict[str, Any]) -> dict[str, Any]:
+    """Record accounting for one input (the manifest's ``records``).
+
+    ``read``: records the parser took from the input (its own count where it
+    gives one, else events + lost); ``skipped``: read but not timeline
+    material (e.g. EVTX records of no SQL Server interest); ``lost``: dropped
+    because of damage (from the parser's warnings); ``recovered``: kept
+    although a stock reader would drop them (e.g. EVTX chunks past a stale
+    header); ``events``: rows the parser produced; ``written``: rows of this
+    input in the output.  ``reconciled``: written == events, and where the
+    parser counts for itself, read == events + skipped and its lost count
+    equals the warnings'.
+    """
+    skipped = int(stats.get("records_skipped") or 0)
+    read = stats.get("records_read")
+    problems = []
+    if written != events:
+        problems.append(f"{events} events parsed but {written} rows written")
+    if read is not None:
+        if read != events + skipped:
+            problems.append(f"parser read {read} records: {events} events + {skipped} skipped != {read}")
+        if "records_lost" in stats and stats["records_lost"] != lost:
+            problems.append(f"parser counts {stats['records_lost']} lost records, its warnings {lost}")
+    else:
+        read = events + lost
+    return {"read": read, "events": events, "written": written, "skipped": skipped, "lost": lost,
+            "recovered": int(stats.get("records_recovered") or 0), "reconciled": not problems,
+            "problems": problems}
+
+
+def _reconcile(rep: InputReport, written: int) -> None:
+    rep.records = _records(rep.events, written, rep.lost_records, rep.parser_stats or {})
+    if rep.records["problems"]:
+        rep.damaged = True
+        rep.errors.extend("record accounting: " + p for p in rep.records["problems"])
 
 
 def build_manifest(opts: RunOptions, found: DiscoveryResult, prescan: dict[str, PrescanResult],
@@ -190,6 +239,7 @@ def build_manifest(opts: RunOptions, found: DiscoveryResult, prescan: dict[str, 
             "warning_details": rep.warnings if rep else [],
             "errors": (rep.errors if rep else []) + ([pre.error] if pre and pre.error else []),
             "lost_records": rep.lost_records if rep else 0,
+            "records": rep.records if rep else _records(0, 0, 0, {}),
             "flags": dict(rep.flags) if rep else {},
             "event_types": dict(rep.event_types) if rep else {},
             "first_timestamp": rep.first_timestamp if rep else None,
@@ -238,6 +288,7 @@ def build_manifest(opts: RunOptions, found: DiscoveryResult, prescan: dict[str, 
             "warnings": sum(r.warning_count for r in reports.values()),
             "lost_records": sum(r.lost_records for r in reports.values()),
             "damaged_inputs": sum(1 for r in reports.values() if r.damaged),
+            "unreconciled_inputs": sum(1 for r in reports.values() if not r.records.get("reconciled", True)),
             "flags": dict(flags),
         },
     }
