@@ -146,9 +146,14 @@ def findings(
 ) -> None:
     """Group the flagged events of a timeline into findings, most severe first."""
     from forensic.findings import FindingsError, build_findings, findings_table
+    from forensic.report_html import ReportError, timeline_kind
 
     if not os.path.isfile(timeline_path):
         raise usage_error(f"no such timeline file: {timeline_path!r}")
+    try:
+        timeline_kind(timeline_path)  # a clear error for CSV and Timesketch exports
+    except ReportError as exc:
+        raise usage_error(str(exc)) from None
     try:
         result = build_findings(timeline_path)
     except FindingsError as exc:

@@ -52,9 +52,13 @@ def connect(timeline_path: str):
     except ImportError:
         raise QueryError("the query command needs DuckDB: python -m pip install 'mssql-forensic[query]' "
                          "(or: python -m pip install duckdb)") from None
+    from forensic.report_html import ReportError, timeline_kind
+
     path = os.path.abspath(timeline_path)
-    with open(path, "rb") as fh:
-        parquet = fh.read(4) == b"PAR1"
+    try:
+        parquet = timeline_kind(path) == "parquet"
+    except ReportError as exc:
+        raise QueryError(str(exc)) from None
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
                                              "autoload_known_extensions": False})
     try:
@@ -71,7 +75,7 @@ def connect(timeline_path: str):
             con.execute("CREATE VIEW timeline AS SELECT * REPLACE (timestamp::TIMESTAMPTZ AS timestamp, "
                         f"attributes::JSON AS attributes) FROM {source}")
         con.execute("CREATE VIEW flagged AS SELECT * FROM timeline WHERE len(flags) > 0")
-        con.execute("SELECT * FROM timeline LIMIT 0").fetchall()
+        con.execute("SELECT * FROM timeline LIMIT 1").fetchall()
     except duckdb.Error as exc:
         raise QueryError(f"{timeline_path}: not a timeline DuckDB can read ({str(exc).splitlines()[0]})") from None
     try:
@@ -124,9 +128,8 @@ def _text(value: Any) -> str:
 
 def run_query(timeline_path: str, sql: str, fmt: str, max_rows: int, out: TextIO, console: Console) -> int:
     """Run ``sql``; print the result to ``out`` as table, csv or jsonl.  Returns the number of rows."""
-    import duckdb
-
     con = connect(timeline_path)
+    import duckdb
     try:
         rel = con.sql(sql)
     except duckdb.Error as exc:

@@ -47,8 +47,8 @@ from forensic.instances import norm_host
 
 MAX_TABLE_ROWS = 5_000       # flagged events listed in the events table
 MAX_EVIDENCE_SHOWN = 200     # evidence events listed per finding
-MAX_TEXT = 1_500             # characters of one message shown in the evidence of a finding
-MAX_FIRST_LINE = 400         # characters of a message's first line in the events table
+MAX_FIRST_LINE = 300         # characters of a message's first line shown
+MAX_TEXT = 1_200             # characters of a message's further lines shown (statements)
 BATCH_ROWS = 50_000
 
 SOURCE_ORDER = ("errorlog", "sqlagent_log", "default_trace", "evtx", "master_export")
@@ -385,8 +385,8 @@ def _take_flagged(scan: Scan, row: dict[str, Any], wanted: set[tuple], finding_o
         attrs = {}
     message = row["message"] or ""
     slim = {
-        "timestamp": _iso(ts), "timestamp_desc": row["timestamp_desc"], "message": message[:MAX_TEXT],
-        "message_cut": max(len(message) - MAX_TEXT, 0), "source": row["source"],
+        "timestamp": _iso(ts), "timestamp_desc": row["timestamp_desc"], "message": _clip(message),
+        "message_len": len(message), "source": row["source"],
         "event_type": row["event_type"], "event_id": row["event_id"], "host": row["host"],
         "instance": row["instance"], "user": row["user"], "database": row["database"],
         "object_name": row["object_name"], "object_type": row["object_type"], "flags": flags,
@@ -652,15 +652,25 @@ def _when(ts: str | None) -> str:
 
 
 def _cols(*widths: int | None) -> str:
-    return "<colgroup>" + "".join(f'<col style="width:{w}px">' if w else "<col>" for w in widths) + "</colgroup>"
+    """Column widths, given in pixels of the 1184 px screen layout, as
+    percentages so that the same table fits a printed page."""
+    return "<colgroup>" + "".join(f'<col style="width:{w / 11.84:.1f}%">' if w else "<col>"
+                                  for w in widths) + "</colgroup>"
 
 
-def _message(text: str, cut: int = 0) -> str:
+def _clip(text: str | None) -> str:
+    """The part of a message the report shows: the first line and the start of the rest."""
+    first, nl, rest = (text or "").partition("\n")
+    return first[:MAX_FIRST_LINE] + (nl + rest[:MAX_TEXT] if nl else "")
+
+
+def _message(text: str, full_len: int = 0) -> str:
     first, _, rest = (text or "").partition("\n")
     out = f'<span class="msg1">{h(first)}</span>'
     if rest.strip():
         out += f'<pre class="more">{h(rest)}</pre>'
-    if cut:
+    cut = full_len - len(text or "")
+    if cut > 0:
         out += f'<span class="muted"> [... {cut:,} more characters in the timeline]</span>'
     return out
 
@@ -746,7 +756,7 @@ def render_chart(case: Case, chart: Chart) -> str:
         if sub:
             parts.append(f'<text x="{tx:.1f}" y="{plot_bottom + 30}" class="tick sub" '
                          f'text-anchor="middle">{h(sub)}</text>')
-    parts.append(f'<text x="{label_w - 8}" y="{plot_bottom + 16}" class="tick sub" text-anchor="end">UTC</text>')
+    parts.append(f'<text x="6" y="{plot_bottom + 16}" class="tick sub">times in UTC</text>')
     y = top
     activity = case.scan.activity.get(chart.id, {})
     bin_w = plot_w / chart.bins
@@ -875,7 +885,7 @@ td.nowrap{white-space:nowrap}
 font-weight:700;text-transform:uppercase;letter-spacing:.04em;color:#fff}
 .sev-high{background:var(--high)}.sev-medium{background:var(--medium)}.sev-low{background:var(--low)}
 .chip{display:inline-block;border-left:4px solid var(--c);background:var(--soft);border-radius:3px;padding:0 5px;
-margin:1px 2px 1px 0;font-size:11px;white-space:nowrap}
+margin:1px 2px 1px 0;font-size:11px;overflow-wrap:anywhere}
 .finding{border:1px solid var(--line);border-left:6px solid var(--muted);border-radius:8px;padding:12px 16px;
 margin:14px 0}
 .finding.high{border-left-color:var(--high)}.finding.medium{border-left-color:var(--medium)}
@@ -916,7 +926,8 @@ footer{margin-top:40px;border-top:1px solid var(--line);padding-top:8px;color:va
   body{font-size:10pt;-webkit-print-color-adjust:exact;print-color-adjust:exact}
   main{max-width:none;padding:0}
   nav.toc{display:none}
-  h2{break-after:avoid;margin-top:18px}
+  h2,h3,h4{break-after:avoid}
+  h2{margin-top:18px}
   section.major{break-before:page}
   section.first{break-before:auto}
   .finding,.card,figure.fig,tr{break-inside:avoid}
@@ -1069,7 +1080,7 @@ def _finding_card(case: Case, fid: str, f: Finding) -> str:
         out.append(f'<p class="muted">Flagged {h(", ".join(f.flags))} by rules this report does not know '
                    "(extra --rules files); see the rules column of each event.</p>")
     out.append(f"<h4>Evidence ({f.event_count:,}, oldest first)</h4>")
-    out.append('<table class="fixed">' + _cols(100, 80, 160, None, 180)
+    out.append('<table class="fixed">' + _cols(112, 72, 160, None, 175)
                + '<thead><tr><th>time (UTC)</th><th>source</th><th>event</th><th>message</th>'
                '<th>cited as</th></tr></thead><tbody>')
     for e in f.evidence[:MAX_EVIDENCE_SHOWN]:
@@ -1083,13 +1094,13 @@ def _finding_card(case: Case, fid: str, f: Finding) -> str:
             who = " &middot; ".join(x for x in (
                 f"user <b>{h(d['user'])}</b>" if d.get("user") else "",
                 f"db <b>{h(d['database'])}</b>" if d.get("database") else "") if x)
-            msg = _message(d["message"], d["message_cut"]) + (f'<br><span class="muted">{who}</span>' if who else "")
+            msg = _message(d["message"], d["message_len"]) + (f'<br><span class="muted">{who}</span>' if who else "")
             out.append(f"<tr><td class=when>{_when(e['timestamp'])}{local}</td><td>{h(e['source'])}</td>"
                        f'<td>{event}{rules}</td><td class="msg">{msg}</td>'
                        f"<td class=cite>{_cite(case, e['source_file'], e['source_record'])}</td></tr>")
         else:
             out.append(f"<tr><td class=when>{_when(e['timestamp'])}</td><td>{h(e['source'])}</td><td></td>"
-                       f'<td class="msg">{_message(e["message"][:MAX_TEXT])}</td>'
+                       f'<td class="msg">{_message(_clip(e["message"]), len(e["message"]))}</td>'
                        f"<td class=cite>{_cite(case, e['source_file'], e['source_record'])}</td></tr>")
     out.append("</tbody></table>")
     if len(f.evidence) > MAX_EVIDENCE_SHOWN:
@@ -1109,7 +1120,7 @@ def _events_section(case: Case) -> str:
     note = (f"The first {shown:,} of {scan.flagged:,} flagged events, in timeline order; the timeline holds them "
             "all." if scan.flagged > shown else f"All {scan.flagged:,} flagged events, in timeline order.")
     out.append(f'<p class="sub">{h(note)}</p>')
-    out.append('<table class="events fixed">' + _cols(96, 150, 175, 140, None, 165, 52)
+    out.append('<table class="events fixed">' + _cols(104, 140, 170, 135, None, 160, 58)
                + '<thead><tr><th>time (UTC)</th><th>instance / source</th><th>event / flags</th>'
                '<th>object / user</th><th>message</th><th>cited as</th><th>finding</th></tr></thead><tbody>')
     for d in scan.table:
@@ -1121,8 +1132,8 @@ def _events_section(case: Case) -> str:
         event = h(d["event_type"]) + (f' <span class="muted">{h(d["event_id"])}</span>'
                                       if d.get("event_id") is not None else "")
         first = (d["message"] or "").split("\n", 1)[0]
-        if len(first) > MAX_FIRST_LINE:
-            first = first[:MAX_FIRST_LINE] + " [...]"
+        if d["message_len"] > len(first):
+            first += " [...]"
         fid = d.get("finding")
         link = f'<a href="#{h(fid.lower())}">{h(fid)}</a>' if fid else ""
         out.append(f"<tr><td class=when>{_when(d['timestamp'])}</td>"
