@@ -158,6 +158,8 @@ class Correlator:
 
         import pyarrow as pa
         import pyarrow.compute as pc
+
+        from forensic.schema import attributes_json
         if not len(self._keys) and not self.xp_since:
             return batch
         rows_to_fix: dict[int, list[tuple[str, str]]] = {}
@@ -202,7 +204,7 @@ class Correlator:
                     changed = True
             if changed:
                 attrs["correlation"] = notes
-                attrs_col[idx] = json.dumps(attrs, ensure_ascii=True, sort_keys=True)
+                attrs_col[idx] = attributes_json(attrs)
                 self.changed += 1
         schema = batch.schema
         batch = batch.set_column(schema.get_field_index("flags"), schema.field("flags"),

@@ -233,16 +233,18 @@ def columns_needing_events(cols: EventColumns, task: ParseTask, rules: RuleSet) 
     can touch, and return them as events; the rest stay columnar."""
     annotated = set().union(*task.annotations.values()) if task.annotations else set()
     windows = any(task.windows.values()) if task.windows else False
-    keep: list[int] = []
-    take: list[int] = []
-    has_rules = rules.has_candidates
-    for i, (eid, etype, ltext) in enumerate(zip(cols.event_id, cols.event_type, cols.local_text, strict=True)):
-        if has_rules(cols.source, eid, etype) or ltext in annotated or (windows and etype != "log_message"):
-            take.append(i)
-        else:
-            keep.append(i)
-    if not take:
+    # Decide once per distinct (id, type) pair, then one pass over the rows.
+    needs = {pair: rules.has_candidates(cols.source, *pair) or (windows and pair[1] != "log_message")
+             for pair in set(zip(cols.event_id, cols.event_type, strict=True))}
+    if annotated:
+        flags = [needs[(eid, et)] or lt in annotated
+                 for eid, et, lt in zip(cols.event_id, cols.event_type, cols.local_text, strict=True)]
+    else:
+        flags = [needs[pair] for pair in zip(cols.event_id, cols.event_type, strict=True)]
+    if not any(flags):
         return iter(())
+    take = [i for i, f in enumerate(flags) if f]
+    keep = [i for i, f in enumerate(flags) if not f]
     events = [cols.event(i, parse_local_text(cols.local_text[i])) for i in take]
     for name in ("event_type", "event_id", "message", "local_text", "source_record", "user", "database",
                  "object_name", "object_type", "attributes"):
@@ -271,14 +273,16 @@ def finish_columns(cols: EventColumns, task: ParseTask, report: InputReport) -> 
                 attrs[i] = attributes_json(a)
     const = {"source": cols.source, "timestamp_desc": cols.timestamp_desc, "host": task.host,
              "instance": task.instance, "source_file": task.display_path, "source_sha256": task.sha256}
+    zeros = pc.fill_null(pa.nulls(n, pa.int32()), 0)  # take() indexes that repeat a constant
     arrays = []
     for name, typ, _nullable, _doc in TIMELINE_COLUMNS:
         if name == "timestamp":
             arrays.append(utc)
         elif name in const:
-            arrays.append(pa.array([const[name]] * n, type=typ) if const[name] is not None else pa.nulls(n, typ))
+            arrays.append(pa.array([const[name]], type=typ).take(zeros) if const[name] is not None
+                          else pa.nulls(n, typ))
         elif name == "flags":
-            arrays.append(pa.array([[]] * n, type=typ))
+            arrays.append(pa.array([[]], type=typ).take(zeros))
         elif name == "local_time":
             arrays.append(local_text)
         elif name == "tz_source":

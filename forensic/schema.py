@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import orjson
 import pyarrow as pa
 
 from forensic import __version__
@@ -59,9 +60,18 @@ def _json_default(value):
 
 
 def attributes_json(attributes: dict) -> str:
-    # ensure_ascii keeps odd evidence bytes (lone surrogates from damaged
-    # UTF-16) representable; sort_keys makes outputs reproducible.
-    return json.dumps(attributes, ensure_ascii=True, sort_keys=True, default=_json_default)
+    """Attributes as compact JSON with sorted keys (reproducible outputs).
+
+    orjson does it ~20x faster than the standard library; odd values it
+    refuses (lone surrogates from damaged text) fall back to json with
+    ``ensure_ascii`` so they stay representable.
+    """
+    try:
+        return orjson.dumps(attributes, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+                            default=_json_default).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(attributes, ensure_ascii=True, sort_keys=True, separators=(",", ":"),
+                          default=_json_default)
 
 
 class BatchBuilder:

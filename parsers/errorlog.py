@@ -16,7 +16,6 @@ pairs) so the engine can convert them.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -31,6 +30,7 @@ from forensic.model import (
     ParseWarning,
     TimeAnchor,
 )
+from forensic.schema import attributes_json
 from forensic.timezones import pair_offset, parse_offset, parse_pair_time
 from parsers.base import Source
 from parsers.sqlmessages import classify, dispatch_words
@@ -40,6 +40,9 @@ from parsers.textlog import iter_record_batches
 SOURCE = "errorlog"
 _TS = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2}"
 RECORD_START = re.compile(rf"^{_TS} ", re.MULTILINE)
+# One whole record: timestamp, source column, message with its continuation
+# lines (every following line that does not start with a timestamp).
+RECORD = re.compile(rf"^({_TS}) +(\S*) *([^\n]*(?:\n(?!{_TS} )[^\n]*)*)", re.MULTILINE)
 _SNIFF_LINE = re.compile(rf"^{_TS} +\S+ +\S", re.MULTILINE)
 # ASCII digits of a bounded length: message numbers are int32, and int() refuses
 # other scripts' digits and more than 4300 of them (damaged or forged lines).
@@ -102,9 +105,10 @@ def build_event(source: str, line: int, ts: str, process: str, message: str,
         event_id, attrs["severity"], attrs["state"] = error
         attrs["error_line"] = error_line
     match = classify(first_line, event_id)
-    local = parse_local(ts)
-    ev = Event(source=source, event_type="log_message", message=message, local_time=local,
-               local_text=ts, event_id=event_id, source_record=line, attributes=attrs)
+    # local_time stays unset: the engine reads local_text column-wise (and
+    # notes an unreadable one); expand() fills it for consumers of events.
+    ev = Event(source=source, event_type="log_message", message=message, local_text=ts,
+               event_id=event_id, source_record=line, attributes=attrs)
     if match is not None:
         ev.event_type = match.event_type
         ev.event_id = match.event_id if event_id is None else event_id
@@ -124,8 +128,6 @@ def build_event(source: str, line: int, ts: str, process: str, message: str,
         flags = [p for p in params if p.upper().startswith("-T")]
         if flags:
             attrs["trace_flags"] = flags
-    if local is None:
-        attrs["bad_timestamp"] = ts
     return ev
 
 
@@ -137,10 +139,18 @@ def _plain_attributes(process: str) -> str:
     column, so it is encoded once per distinct value."""
     text = _PLAIN_ATTRS.get(process)
     if text is None:
-        text = json.dumps(source_attributes(process), ensure_ascii=True, sort_keys=True)
+        text = attributes_json(source_attributes(process))
         if len(_PLAIN_ATTRS) < 100_000:
             _PLAIN_ATTRS[process] = text
     return text
+
+
+def _block(source: str, rows: list[tuple]) -> EventColumns:
+    (event_type, event_id, message, local_text, record, user, database, obj, obj_type,
+     attrs) = (list(c) for c in zip(*rows, strict=True))
+    return EventColumns(source=source, event_type=event_type, event_id=event_id, message=message,
+                        local_text=local_text, source_record=record, user=user, database=database,
+                        object_name=obj, object_type=obj_type, attributes=attrs)
 
 
 class ErrorlogParser:
@@ -168,53 +178,48 @@ class ErrorlogParser:
         source = self.source
         words = dispatch_words()
         pending: tuple[int, str, str, tuple[int, int, int], str] | None = None
-        cols = EventColumns(source=source)
-        for batch in iter_record_batches(src, RECORD_START):
+        # One tuple per row in column order (transposed per block): a single
+        # append per record instead of one per column.
+        rows: list[tuple] = []
+        add = rows.append
+
+        def as_row(ev: Event) -> tuple:
+            return (ev.event_type, ev.event_id, ev.message, ev.local_text, ev.source_record, ev.user,
+                    ev.database, ev.object_name, ev.object_type, ev.attributes)
+
+        for batch in iter_record_batches(src, RECORD_START, record_re=RECORD):
             if isinstance(batch, ParseWarning):
                 yield batch
                 continue
-            event_type, event_id, message_col = cols.event_type, cols.event_id, cols.message
-            local_col, record_col, attrs_col = cols.local_text, cols.source_record, cols.attributes
-            user, database, obj, obj_type = cols.user, cols.database, cols.object_name, cols.object_type
-            for line, text in batch:
-                ts = text[:22]
-                parts = text[23:].split(None, 1)
-                process = parts[0] if parts else ""
-                message = parts[1] if len(parts) > 1 else ""
+            for line, (ts, process, message) in batch:
+                message = message.rstrip()
                 if pending is not None:
                     p_line, p_ts, p_proc, p_err, p_msg = pending
                     pending = None
                     if ts == p_ts and process == p_proc and not ERROR_LINE.match(message):
-                        cols.append(build_event(source, p_line, ts, process, message, p_err, line))
+                        add(as_row(build_event(source, p_line, ts, process, message, p_err, line)))
                         continue
-                    cols.append(self._lone_error(p_line, p_ts, p_proc, p_err, p_msg))
+                    add(as_row(self._lone_error(p_line, p_ts, p_proc, p_err, p_msg)))
                 if message.startswith("Error:"):
                     m = ERROR_LINE.match(message)
                     if m:
                         pending = (line, ts, process, (int(m.group(1)), int(m.group(2)), int(m.group(3))), message)
                         continue
-                if "\n" not in message and line > 3 and (message.split(" ", 1)[0].lower() not in words
-                                            or classify(message) is None):
+                if "\n" not in message and line > 3 and (message.partition(" ")[0].lower() not in words
+                                                          or classify(message) is None):
                     # No template can match, or none did: a plain record.
-                    event_type.append("log_message")
-                    event_id.append(None)
-                    message_col.append(message.rstrip())
-                    local_col.append(ts)
-                    record_col.append(line)
-                    user.append(None)
-                    database.append(None)
-                    obj.append(None)
-                    obj_type.append(None)
-                    attrs_col.append(_plain_attributes(process))
+                    add(("log_message", None, message, ts, line, None, None, None, None,
+                         _plain_attributes(process)))
                     continue
-                cols.append(build_event(source, line, ts, process, message))
-            if len(cols) >= 20_000:
-                yield cols
-                cols = EventColumns(source=source)
+                add(as_row(build_event(source, line, ts, process, message)))
+            if len(rows) >= 20_000:
+                yield _block(source, rows)
+                rows = []
+                add = rows.append
         if pending is not None:
-            cols.append(self._lone_error(*pending))
-        if len(cols):
-            yield cols
+            add(as_row(self._lone_error(*pending)))
+        if rows:
+            yield _block(source, rows)
 
     def _lone_error(self, line: int, ts: str, process: str, err: tuple[int, int, int], message: str) -> Event:
         """An Error: line with no message after it (log cut, or interleaved)."""

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
-from functools import cache
+from dataclasses import dataclass, field, replace
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,23 @@ def dispatch_words() -> frozenset[str]:
 
 
 def classify(text: str, event_id: int | None = None) -> MessageMatch | None:
+    """The known template that ``text`` matches, or None (see :func:`_classify`).
+
+    Messages repeat (a brute force writes the same failed-login line thousands
+    of times): results are cached by text, and each caller gets its own copy.
+    """
+    found = _classify_cached(text, event_id)
+    if found is None:
+        return None
+    return replace(found, attributes=dict(found.attributes))
+
+
+@lru_cache(maxsize=32768)
+def _classify_cached(text: str, event_id: int | None) -> MessageMatch | None:
+    return _classify(text, event_id)
+
+
+def _classify(text: str, event_id: int | None = None) -> MessageMatch | None:
     """The known template that ``text`` matches, or None.
 
     ``event_id``, when the source gives the message number (EVTX, a merged

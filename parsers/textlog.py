@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 
 from forensic.model import ParseWarning
 from parsers.base import Source
@@ -42,10 +43,17 @@ def iter_records(src: Source, record_start: re.Pattern[str],
                 yield TextRecord(line, text)
 
 
-def iter_record_batches(src: Source, record_start: re.Pattern[str],
-                        what: str = "record") -> Iterator[list[tuple[int, str]] | ParseWarning]:
-    """Like :func:`iter_records`, but one list of ``(line, text)`` per decoded
-    chunk: hot loops iterate plain tuples instead of one object per record."""
+def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = "record",
+                        record_re: re.Pattern[str] | None = None) -> Iterator[list[tuple] | ParseWarning]:
+    """Like :func:`iter_records`, but one list per decoded chunk: hot loops
+    iterate plain tuples instead of one object per record.
+
+    Without ``record_re`` the tuples are ``(line, text)``.  With it (a pattern
+    that matches one whole record from its start, continuation lines
+    included, with groups), they are ``(line, *groups)``, found by a single
+    ``findall`` over the chunk: the record split and the field split in one
+    pass of the regex engine.
+    """
     report = DecodeReport()
     with src.open() as stream:
         head = stream.read(4096)
@@ -63,41 +71,38 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str],
             if "\r" in chunk:
                 chunk = chunk.replace("\r\n", "\n").replace("\r", "\n")
             buf += chunk
-            starts = [m.start() for m in record_start.finditer(buf)]
             if not seen_record:
-                first = starts[0] if starts else None
-                if first is None:
+                m = record_start.search(buf)
+                if m is None:
                     if len(buf) > MAX_RECORD_CHARS:
                         yield _orphans(buf, buf_line, what)
                         buf_line += buf.count("\n")
                         buf = ""
                     continue
+                first = m.start()
                 if first > 0:
                     if buf[:first].strip():
                         yield _orphans(buf[:first], buf_line, what)
                     buf_line += buf.count("\n", 0, first)
                     buf = buf[first:]
-                    starts = [s - first for s in starts]
                 seen_record = True
-            # Every start but the last closes the record before it; the last
+            # Everything before the last record start is complete; the last
             # record may continue in the next chunk.
-            batch: list[tuple[int, str]] = []
-            for begin, end in zip(starts, starts[1:], strict=False):
-                batch.append((buf_line, buf[begin:end].rstrip()))
-                buf_line += buf.count("\n", begin, end)
-            if batch:
-                yield batch
-            last = starts[-1] if starts else 0
-            buf = buf[last:]
+            last = _last_start(buf, record_start)
+            if last > 0:
+                complete = buf[:last]
+                yield _split(complete, buf_line, record_start, record_re)
+                buf_line += complete.count("\n")
+                buf = buf[last:]
             if len(buf) > MAX_RECORD_CHARS:
                 yield ParseWarning(f"{what} at line {buf_line} is longer than {MAX_RECORD_CHARS} characters; "
                                    "split there", f"line {buf_line}", 0, True)
-                yield [(buf_line, buf.rstrip())]
+                yield _split(buf, buf_line, record_start, record_re)
                 buf_line += buf.count("\n")
                 buf = ""
         if buf.strip():
             if seen_record:
-                yield [(buf_line, buf.rstrip())]
+                yield _split(buf, buf_line, record_start, record_re)
             else:
                 yield _orphans(buf, buf_line, what)
     if report.bad_sequences:
@@ -109,6 +114,40 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str],
     if report.odd_trailing_byte:
         yield ParseWarning("UTF-16 file has an odd number of bytes: truncated mid-character "
                            "(file copied while being written?)", "end of file", 0, True)
+
+
+def _last_start(buf: str, record_start: re.Pattern[str]) -> int:
+    """Offset of the last line of ``buf`` that starts a record (0 if none)."""
+    pos = len(buf)
+    while True:
+        nl = buf.rfind("\n", 0, pos)
+        if nl == -1:
+            return 0
+        if record_start.match(buf, nl + 1):
+            return nl + 1
+        pos = nl
+
+
+def _split(text: str, line: int, record_start: re.Pattern[str], record_re: re.Pattern[str] | None) -> list[tuple]:
+    """The records of ``text`` (which starts with one) with their line numbers."""
+    out: list[tuple] = []
+    if record_re is not None:
+        groups = record_re.findall(text)
+        # A record spans its first line plus one per newline in it (only the
+        # last group, the message, can hold newlines).
+        spans = [g[-1].count("\n") + 1 for g in groups]
+        if sum(spans) == text.count("\n") + 1:
+            return list(zip(accumulate([line, *spans[:-1]]), groups, strict=True))
+        # record_re skipped something record_start sees: split the slow way.
+    starts = [m.start() for m in record_start.finditer(text)] + [len(text)]
+    for begin, end in zip(starts, starts[1:], strict=False):
+        if record_re is None:
+            out.append((line, text[begin:end].rstrip()))
+        else:
+            m = record_re.match(text, begin, end)
+            out.append((line, m.groups() if m else (text[begin:begin + 22], "", text[begin + 23:end])))
+        line += text.count("\n", begin, end)
+    return out
 
 
 def _orphans(text: str, line: int, what: str) -> ParseWarning:
