@@ -135,7 +135,11 @@ def timeline(
         print_summary(result, err_console)
         if fmt_name in ("parquet", "jsonl") and result.rows:
             from forensic.findings import build_findings, findings_table
-            err_console.print(findings_table(build_findings(output)))
+            found = build_findings(output)
+            if found:
+                err_console.print(findings_table(found))
+            else:
+                err_console.print("No findings: no flagged events.", markup=False)
     raise typer.Exit(result.exit_code)
 
 

@@ -266,11 +266,17 @@ def finish_columns(cols: EventColumns, task: ParseTask, report: InputReport) -> 
     if bad:
         # Unreadable time text: keep the row, say so, no timestamp.
         valid = local.is_valid().to_pylist()
+        first = None
         for i, ok in enumerate(valid):
             if not ok:
                 a = json.loads(attrs[i])
                 a["bad_timestamp"] = cols.local_text[i]
                 attrs[i] = attributes_json(a)
+                first = cols.source_record[i] if first is None else first
+        report.add_warning(ParseWarning(
+            f"{bad} record(s) with an unreadable time kept without a timestamp "
+            f"(first at record {first}: {cols.local_text[valid.index(False)]!r})",
+            f"record {first}", 0, damaged=False))
     const = {"source": cols.source, "timestamp_desc": cols.timestamp_desc, "host": task.host,
              "instance": task.instance, "source_file": task.display_path, "source_sha256": task.sha256}
     zeros = pc.fill_null(pa.nulls(n, pa.int32()), 0)  # take() indexes that repeat a constant

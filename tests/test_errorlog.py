@@ -174,3 +174,22 @@ def test_chunk_boundaries_do_not_change_records(monkeypatch):
     small, warnings = parse_bytes(b"\xff\xfe" + text)
     assert warnings == []
     assert [(e.source_record, e.message) for e in small] == [(e.source_record, e.message) for e in whole]
+
+
+def test_unreadable_time_keeps_the_record_and_warns(tmp_path, cli):
+    import json
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "ERRORLOG").write_text("2025-06-01 09:22:44.70 Server      UTC adjustment: -5:00\n"
+                                 "2025-13-45 99:99:99.99 spid51      weird line\n"
+                                 "2025-06-01 09:22:45.70 spid51      ok line\n")
+    out = tmp_path / "t.jsonl"
+    code, _o, _e = cli("timeline", ev, "-o", out, "--workers", "1", "--quiet")
+    assert code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    weird = [r for r in rows if r["message"] == "weird line"][0]
+    assert weird["timestamp"] is None and weird["local_time"] == "2025-13-45 99:99:99.99"
+    assert json.loads(weird["attributes"])["bad_timestamp"] == "2025-13-45 99:99:99.99"
+    assert rows[-1] is weird  # nulls sort last
+    manifest = json.loads((tmp_path / "t.jsonl.manifest.json").read_text())
+    assert manifest["inputs"][0]["warnings"] == 1
