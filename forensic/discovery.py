@@ -2,13 +2,21 @@
 
 Folders are walked recursively without following symlinked directories into
 loops; FIFOs, sockets, devices and unreadable files are skipped with a
-warning.  Each regular file's first bytes go through the parser registry's
+warning.  Symlinks are followed only while they stay inside the command-line
+PATH they were found under: one that points outside (an absolute link in a
+mounted image points into the analyst's own system) is reported and not
+read.  Each regular file's first bytes go through the parser registry's
 ``sniff``; files that no parser claims are counted as skipped, never an error.
-Evidence is only ever opened for reading.
+
+Evidence is only ever opened for reading (:func:`open_evidence`: read-only,
+``O_NOATIME`` where permitted, non-blocking so that a FIFO swapped in after
+the walk cannot hang the run, and refused unless it is a regular file).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -19,20 +27,78 @@ import parsers
 from parsers.base import SNIFF_BYTES
 
 
-def open_evidence(path: str):
-    """Open evidence read-only, without updating its access time where allowed."""
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+def _open_fd(path: str) -> int:
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     noatime = getattr(os, "O_NOATIME", 0)
+    fd = -1
     if noatime:
         try:
             fd = os.open(path, flags | noatime)
-            return os.fdopen(fd, "rb", buffering=1 << 20)
-        except PermissionError:
-            pass  # O_NOATIME needs ownership of the file; fall back
         except OSError:
-            pass
-    fd = os.open(path, flags)
-    return os.fdopen(fd, "rb", buffering=1 << 20)
+            fd = -1  # O_NOATIME needs ownership of the file (or CAP_FOWNER); fall back
+    if fd < 0:
+        fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"not a regular file (mode {stat.filemode(mode)})")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_evidence(path: str):
+    """Open evidence read-only, without updating its access time where allowed."""
+    return os.fdopen(_open_fd(path), "rb", buffering=1 << 20)
+
+
+HASH_CHUNK = 1 << 20
+_ZEROS = memoryview(bytes(HASH_CHUNK))
+
+
+def sha256_evidence(path: str) -> str:
+    """SHA-256 of an evidence file, streamed in fixed chunks (flat memory).
+
+    Holes of sparse files (``SEEK_DATA``/``SEEK_HOLE`` where the system has
+    them) are hashed as the zeros they read as, without reading them: a
+    multi-gigabyte sparse or preallocated file costs hashing time only.
+    """
+    digest = hashlib.sha256()
+    fd = _open_fd(path)
+    try:
+        size = os.fstat(fd).st_size
+        view = memoryview(bytearray(HASH_CHUNK))
+        pos = 0
+        sparse = hasattr(os, "SEEK_DATA") and size > HASH_CHUNK
+        while True:
+            end = None  # end of the data region being read (None: read to EOF)
+            if sparse:
+                try:
+                    data_at = os.lseek(fd, pos, os.SEEK_DATA)
+                except OSError as exc:
+                    # ENXIO: nothing but a hole up to the end; else not supported here
+                    data_at = max(pos, size) if exc.errno == errno.ENXIO else pos
+                    sparse = exc.errno == errno.ENXIO
+                while pos < data_at:  # the hole reads as zeros
+                    n = min(HASH_CHUNK, data_at - pos)
+                    digest.update(_ZEROS[:n])
+                    pos += n
+                if sparse:
+                    try:
+                        end = os.lseek(fd, pos, os.SEEK_HOLE)
+                    except OSError:
+                        end = None
+                os.lseek(fd, pos, os.SEEK_SET)
+            while end is None or pos < end:
+                want = HASH_CHUNK if end is None else min(HASH_CHUNK, end - pos)
+                n = os.readv(fd, [view[:want]])
+                if not n:
+                    return digest.hexdigest()
+                digest.update(view[:n])
+                pos += n
+    finally:
+        os.close(fd)
 
 
 @dataclass(slots=True)
@@ -67,6 +133,7 @@ def _walk(root: str, result: DiscoveryResult) -> Iterator[tuple[str, os.stat_res
     if not stat.S_ISDIR(st.st_mode):
         result.problems.append((root, "not a regular file or folder (FIFO, socket or device): skipped"))
         return
+    root_real = os.path.realpath(root)
     seen_dirs: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -89,6 +156,12 @@ def _walk(root: str, result: DiscoveryResult) -> Iterator[tuple[str, os.stat_res
             continue
         subdirs = []
         for entry in entries:
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if not _inside(target, root_real):
+                    result.problems.append((entry.path, f"symlink to {target!r} outside the evidence path: "
+                                                        "not followed"))
+                    continue
             try:
                 est = entry.stat(follow_symlinks=True)
             except OSError as exc:
@@ -102,6 +175,10 @@ def _walk(root: str, result: DiscoveryResult) -> Iterator[tuple[str, os.stat_res
             else:
                 result.problems.append((entry.path, "not a regular file (FIFO, socket or device): skipped"))
         stack.extend(reversed(subdirs))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _display(root: str, path: str) -> str:

@@ -11,7 +11,6 @@ a small :class:`InputReport`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import traceback
 from collections import Counter
@@ -25,7 +24,7 @@ import pyarrow.compute as pc
 
 import parsers
 from forensic.correlate import ObjectFacts
-from forensic.discovery import open_evidence
+from forensic.discovery import open_evidence, sha256_evidence
 from forensic.model import TZ_UTC, Event, EventColumns, InputEvidence, ParseWarning, parse_local_text
 from forensic.rules import RuleSet, default_rules, load_rules
 from forensic.schema import TIMELINE_COLUMNS, TIMELINE_SCHEMA, BatchBuilder, attributes_json
@@ -38,11 +37,7 @@ MAX_WARNINGS_KEPT = 200  # per input in the manifest; the rest are counted
 
 
 def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open_evidence(path) as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_evidence(path)
 
 
 @dataclass
@@ -319,8 +314,12 @@ def local_times(text: pa.Array) -> pa.Array:
     whole = pc.strptime(pc.utf8_slice_codeunits(text, 0, 19), format="%Y-%m-%d %H:%M:%S", unit="us",
                         error_is_null=True)
     frac = pc.utf8_slice_codeunits(text, 20, 26)
+    # A fraction that is not ASCII digits (damage, other scripts' digits that
+    # the record pattern's \d accepts) makes the time unreadable, not the file.
+    readable = pc.match_substring_regex(frac, "^[0-9]*$")
+    whole = pc.if_else(readable, whole, pa.scalar(None, whole.type))
     digits = pc.utf8_length(frac)
-    frac = pc.if_else(pc.greater(digits, 0), frac, "0")
+    frac = pc.if_else(pc.and_(pc.greater(digits, 0), readable), frac, "0")
     # right-pad the fraction to microseconds: "70" -> 700000
     scale = pc.power(pa.scalar(10, pa.int64()), pc.subtract(6, pc.cast(pc.utf8_length(frac), pa.int64())))
     micros = pc.multiply(pc.cast(frac, pa.int64(), safe=False), scale)

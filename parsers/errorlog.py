@@ -243,6 +243,9 @@ _P_CYCLE = re.compile(rf"^({_TS}) +\S+ +(Attempting to cycle error log|The error
 _P_BANNER = re.compile(rf"^({_TS}) +\S+ +(Microsoft SQL Server \d{{4}}[^\r\n]*)", re.MULTILINE)
 
 
+_PRESCAN_MAX_LINE = 1 << 16
+
+
 def prescan_errorlog(src: Source) -> InputEvidence:
     """Instance names and time-zone anchors, by a few patterns over the text."""
     ev = InputEvidence()
@@ -260,7 +263,10 @@ def prescan_errorlog(src: Source) -> InputEvidence:
             text = carry + chunk.replace("\r", "")
             cut = text.rfind("\n")
             if cut == -1:
-                carry = text
+                # No line break yet.  The lines prescan looks for are short: a
+                # longer one is not kept (no quadratic growth on a file of
+                # gigabytes without a line break, e.g. zero-filled).
+                carry = text if len(text) <= _PRESCAN_MAX_LINE else ""
                 continue
             text, carry = text[:cut + 1], text[cut + 1:]
             _prescan_text(text, src, ev, instances_from_params, instance_dirs, cycles)

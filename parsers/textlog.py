@@ -19,7 +19,11 @@ from forensic.model import ParseWarning
 from parsers.base import Source
 from parsers.textio import DecodeReport, detect_encoding, iter_decoded
 
-MAX_RECORD_CHARS = 1 << 24  # 16 Mi characters: no real log record is this long
+# No real log record is this long (banners and audit text are a few KiB).  A
+# longer one keeps its first MAX_RECORD_CHARS characters and the rest is
+# counted, not kept: a row never holds more, so memory stays bounded whatever
+# the input (a log followed by gigabytes without a line break, say).
+MAX_RECORD_CHARS = 1 << 18
 
 
 @dataclass(slots=True)
@@ -62,7 +66,16 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = 
         buf_line = 1  # line number of buf[0]
         seen_record = False
         pending_cr = False
+        nul_chars = 0  # NULs removed: zero-filled regions (unwritten pages, preallocated files)
+        nul_line: int | None = None
+        dropped_chars = 0  # tails of overlong records
         for chunk in iter_decoded(stream, encoding, report):
+            if "\x00" in chunk:
+                if nul_line is None:
+                    nul_line = buf_line + buf.count("\n") + chunk.count("\n", 0, chunk.index("\x00"))
+                before = len(chunk)
+                chunk = chunk.replace("\x00", "")
+                nul_chars += before - len(chunk)
             if pending_cr:
                 chunk = "\r" + chunk
                 pending_cr = False
@@ -95,9 +108,13 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = 
                 buf_line += complete.count("\n")
                 buf = buf[last:]
             if len(buf) > MAX_RECORD_CHARS:
-                yield ParseWarning(f"{what} at line {buf_line} is longer than {MAX_RECORD_CHARS} characters; "
-                                   "split there", f"line {buf_line}", 0, True)
-                yield _split(buf, buf_line, record_start, record_re)
+                if record_start.match(buf):  # a record begins here: keep its head
+                    yield ParseWarning(f"{what} at line {buf_line} is longer than {MAX_RECORD_CHARS} characters; "
+                                       "only its beginning is kept", f"line {buf_line}", 0, True)
+                    yield _split(buf[:MAX_RECORD_CHARS].rstrip(), buf_line, record_start, record_re)
+                    dropped_chars += len(buf) - MAX_RECORD_CHARS
+                else:  # more of the same overlong record
+                    dropped_chars += len(buf)
                 buf_line += buf.count("\n")
                 buf = ""
         if buf.strip():
@@ -105,6 +122,11 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = 
                 yield _split(buf, buf_line, record_start, record_re)
             else:
                 yield _orphans(buf, buf_line, what)
+    if dropped_chars:
+        yield ParseWarning(f"{dropped_chars} characters of overlong {what}s were not kept", None, 0, True)
+    if nul_chars:
+        yield ParseWarning(f"{nul_chars} NUL characters removed (zero-filled region: unwritten pages or a "
+                           "preallocated file)", f"line {nul_line}", 0, True)
     if report.bad_sequences:
         where = f"offset {report.first_bad_offset}" if report.first_bad_offset is not None else None
         note = f"; decoded as {report.fallback_codec} from there" if report.fallback_codec else ""
