@@ -49,7 +49,7 @@ MAX_TABLE_ROWS = 5_000       # flagged events listed in the events table
 MAX_EVIDENCE_SHOWN = 200     # evidence events listed per finding
 MAX_FIRST_LINE = 300         # characters of a message's first line shown
 MAX_TEXT = 1_200             # characters of a message's further lines shown (statements)
-BATCH_ROWS = 50_000
+BATCH_ROWS = 10_000          # Parquet rows per batch: attributes JSON makes rows big
 
 SOURCE_ORDER = ("errorlog", "sqlagent_log", "default_trace", "evtx", "master_export")
 FLAG_COLOURS = {
@@ -306,30 +306,20 @@ def _count_arrow(scan: Scan, batch: pa.RecordBatch, chart_sets) -> None:
         item = scan.inputs.setdefault(r["source_file"], {"sha256": r["source_sha256"], "rows": 0, "flagged": 0})
         item["rows"] += r["count_all"]
     for chart, keys in chart_sets:
-        for r in per_lane:
-            if instance_key(r["host"], r["instance"]) not in keys:
-                continue
-            sel = table.filter(pc.and_(pc.and_(_eq(table, "host", r["host"]), _eq(table, "instance", r["instance"])),
-                                       _eq(table, "source", r["source"])))
-            us = sel.column("us")
-            span = max(chart.end_us - chart.start_us, 1)
-            inside = pc.and_(pc.greater_equal(us, chart.start_us), pc.less_equal(us, chart.end_us))
-            us = pc.filter(us, pc.fill_null(inside, False))
-            if not len(us):
-                continue
-            bins = pc.min_element_wise(pc.divide(pc.multiply(pc.subtract(us, chart.start_us), chart.bins), span),
-                                       chart.bins - 1)
-            counts = pc.value_counts(bins).to_pylist()
-            hist = scan.activity[chart.id][(*instance_key(r["host"], r["instance"]), r["source"])]
-            for item in counts:
-                hist[item["values"]] += item["counts"]
-
-
-def _eq(table: pa.Table, column: str, value) -> pa.ChunkedArray:
-    col = table.column(column)
-    if value is None:
-        return pc.is_null(col)
-    return pc.fill_null(pc.equal(col, value), False)
+        us = table.column("us")
+        inside = pc.fill_null(pc.and_(pc.greater_equal(us, chart.start_us), pc.less_equal(us, chart.end_us)), False)
+        sub = table.select(["host", "instance", "source", "us"]).filter(inside)
+        if not sub.num_rows:
+            continue
+        span = max(chart.end_us - chart.start_us, 1)
+        bins = pc.min_element_wise(pc.divide(pc.multiply(pc.subtract(sub.column("us"), chart.start_us), chart.bins),
+                                             span), chart.bins - 1)
+        sub = sub.append_column("bin", bins)
+        hist = scan.activity[chart.id]
+        for r in sub.group_by(["host", "instance", "source", "bin"]).aggregate([([], "count_all")]).to_pylist():
+            key = instance_key(r["host"], r["instance"])
+            if key in keys:
+                hist[(*key, r["source"])][r["bin"]] += r["count_all"]
 
 
 def _count_rows(scan: Scan, rows: list[dict[str, Any]], chart_sets) -> None:
@@ -804,13 +794,19 @@ def render_chart(case: Case, chart: Chart) -> str:
             else:
                 m[0] += 1
                 m[1], m[2] = min(m[1], us), max(m[2], us)
+        # Several flags at one pixel share the lane's height, so none hides another.
+        per_px: dict[int, int] = Counter(px for px, _fi in marks)
+        slot: Counter = Counter()
         for (px, fi), (count, lo, hi) in sorted(marks.items()):
             flag = FLAG_ORDER[fi] if fi < len(FLAG_ORDER) else "other"
             when = _short(_iso(_from_us(lo)))
             if count > 1:
                 when = f"{count} events {when} to {_short(_iso(_from_us(hi)))}"
             tip = f"{_label(group.host, group.instance)} {lane.source}: {flag}, {when} UTC"
-            parts.append(f'<rect x="{px - 1.5}" y="{y + 3}" width="4" height="{lane_h - 6}" fill="{_colour(flag)}" '
+            mh = (lane_h - 6) / per_px[px]
+            my = y + 3 + slot[px] * mh
+            slot[px] += 1
+            parts.append(f'<rect x="{px - 1.5}" y="{my:.1f}" width="4" height="{mh:.1f}" fill="{_colour(flag)}" '
                          f'stroke="#fff" stroke-width="0.5"><title>{h(tip)}</title></rect>')
         y += lane_h
     parts.append("</svg>")
