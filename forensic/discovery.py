@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import parsers
+from forensic import sources
 from parsers.base import SNIFF_BYTES
 
 
@@ -50,6 +51,9 @@ def _open_fd(path: str) -> int:
 
 def open_evidence(path: str):
     """Open evidence read-only, without updating its access time where allowed."""
+    if "\0" in path:  # a member of an archive or disk image (forensic.sources)
+        from forensic.sources import open_virtual
+        return open_virtual(path)
     return os.fdopen(_open_fd(path), "rb", buffering=1 << 20)
 
 
@@ -64,6 +68,9 @@ def sha256_evidence(path: str) -> str:
     them) are hashed as the zeros they read as, without reading them: a
     multi-gigabyte sparse or preallocated file costs hashing time only.
     """
+    if "\0" in path:  # a member of an archive or disk image
+        from forensic.sources import sha256_virtual
+        return sha256_virtual(path)
     digest = hashlib.sha256()
     fd = _open_fd(path)
     try:
@@ -118,6 +125,7 @@ class DiscoveryResult:
     inputs: list[InputFile] = field(default_factory=list)
     skipped: list[InputFile] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    containers: list = field(default_factory=list)  # forensic.sources.ContainerRecord
 
 
 def _walk(root: str, result: DiscoveryResult) -> Iterator[tuple[str, os.stat_result]]:
@@ -200,6 +208,10 @@ def discover(paths: list[str]) -> DiscoveryResult:
                     head = fh.read(SNIFF_BYTES)
             except OSError as exc:
                 result.problems.append((display, f"cannot read: {exc.strerror or exc}"))
+                continue
+            kind, part = sources.detect(path, head) if head else (None, None)
+            if kind is not None:  # an archive or disk image: its members are the inputs
+                sources.expand(result, root, path, display, st.st_size, kind, part)
                 continue
             parser = parsers.sniff(head, Path(path).name) if head else None
             item = InputFile(path, display, root, st.st_size,
