@@ -36,6 +36,7 @@ from forensic.pipeline import (
     run_prescan_task,
 )
 from forensic.sorting import merge_runs
+from forensic.sources import apply_machine_evidence, containers_manifest
 from forensic.timezones import zone_label
 from forensic.writers import TimelineWriter
 
@@ -79,12 +80,14 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
     executor = make_executor(opts.workers)
     try:
         prescan: dict[str, PrescanResult] = {}
-        tasks = [PrescanTask(i.path, i.display_path, i.size, i.parser_name) for i in found.inputs + found.skipped]
+        tasks = [PrescanTask(i.path, i.display_path, i.size, i.parser_name)
+                 for i in found.inputs + found.skipped + found.containers]
         for task, result in executor.map_unordered(run_prescan_task, tasks):
             if isinstance(result, TaskFailed):
                 result = PrescanResult(task.path, None, None, str(result))
             prescan[task.path] = result
         evidence: dict[str, InputEvidence] = {p: r.evidence for p, r in prescan.items() if r.evidence is not None}
+        apply_machine_evidence(found, evidence)  # registry time zone of archives / images
         directory = build_directory(found.inputs, evidence, opts.cli_zone)
         bursts = cycle_bursts(directory, evidence)
         setups = setup_windows(directory, evidence)
@@ -279,6 +282,7 @@ def build_manifest(opts: RunOptions, found: DiscoveryResult, prescan: dict[str, 
         "inputs": inputs,
         "skipped": skipped,
         "problems": [{"path": p, "message": m} for p, m in found.problems],
+        "containers": containers_manifest(found, prescan),
         "instances": instances,
         "unattributed_paths": directory.ambiguous_roots,
         "totals": {
