@@ -188,7 +188,7 @@ class TimeContext:
 
     # -- construction -------------------------------------------------------
     def _build_segments(self) -> None:
-        anchors = self._dedupe(self.anchors)
+        anchors = self._registry_checked(self._dedupe(self.anchors))
         self.anchors = anchors
         if not anchors:
             return
@@ -243,6 +243,29 @@ class TimeContext:
                 if kinds:
                     seg.tz_source = sorted(kinds)[0]
         self.segments = segments
+
+    def _registry_checked(self, anchors: list[TimeAnchor]) -> list[TimeAnchor]:
+        """Registry anchors (a disk image's SYSTEM hive: the zone the machine
+        was set to) are used only where they agree with the instance's own
+        evidence (ERRORLOG UTC adjustment, local/UTC pairs); when they
+        disagree, the evidence wins and the registry is dropped, with a note."""
+        registry = [a for a in anchors if a.kind == TZ_REGISTRY]
+        evidence = [a for a in anchors if a.kind != TZ_REGISTRY]
+        if not registry or not evidence:
+            return anchors
+        starts = [a.local for a in registry]
+        for a in evidence:
+            i = bisect.bisect_right(starts, a.local) - 1
+            allowed = {registry[max(i, 0)].offset_minutes}
+            if i > 0 and a.local - registry[i].local < timedelta(hours=1):
+                allowed.add(registry[i - 1].offset_minutes)  # the repeated hour after a fall-back
+            if a.offset_minutes not in allowed:
+                self.notes.append(
+                    f"the registry's time zone ({registry[0].source_file}) gives "
+                    f"{format_offset(min(allowed))} at {a.local:%Y-%m-%d %H:%M}, but {a.kind} says "
+                    f"{format_offset(a.offset_minutes)}: the ERRORLOG's evidence wins; the registry is not used")
+                return evidence
+        return anchors
 
     @staticmethod
     def _dedupe(anchors: list[TimeAnchor]) -> list[TimeAnchor]:
