@@ -145,7 +145,7 @@ def timeline(
 
 @app.command()
 def findings(
-    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet, JSONL or CSV).")],
+    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet or JSON Lines).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array on stdout.")] = False,
 ) -> None:
     """Group the flagged events of a timeline into findings, most severe first."""
@@ -162,6 +162,8 @@ def findings(
         result = build_findings(timeline_path)
     except FindingsError as exc:
         raise usage_error(str(exc)) from None
+    except (OSError, ValueError) as exc:  # a damaged timeline file (ArrowInvalid is a ValueError)
+        raise usage_error(f"cannot read the timeline {timeline_path!r}: {exc}") from None
     if as_json:
         sys.stdout.write(json.dumps([f.to_json() for f in result], indent=2, ensure_ascii=False) + "\n")
     else:
@@ -208,6 +210,8 @@ def report(
         case = write_report(timeline_path, output, manifest_path=manifest, title=title)
     except ReportError as exc:
         raise usage_error(str(exc)) from None
+    except (OSError, ValueError) as exc:  # a damaged timeline file (ArrowInvalid is a ValueError)
+        raise usage_error(f"cannot read the timeline {timeline_path!r}: {exc}") from None
     sev = {s: sum(1 for f in case.findings if f.severity == s) for s in ("high", "medium", "low")}
     err_console.print(f"report written to {output} ({os.path.getsize(output):,} bytes, "
                       f"{time.monotonic() - started:.1f} s): {len(case.findings)} finding(s) "

@@ -187,6 +187,24 @@ def test_report_usage_errors(tmp_path, cli, content, message):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_report_of_a_damaged_timeline(tmp_path, cli, sample):
+    data = sample[0].read_bytes()
+    damaged = tmp_path / "t.parquet"
+    damaged.write_bytes(data[:4] + data[4:len(data) // 2] + b"\0" * 64 + data[-8:])
+    code, _o, err = cli("report", damaged, "-o", tmp_path / "r.html")
+    assert code == 2 and "timeline" in err
+    assert not (tmp_path / "r.html").exists()
+    # Damage inside the data pages, footer intact: a clear error, no traceback.
+    flipped = bytearray(data)
+    for i in range(len(data) // 4, len(data) // 2, 97):
+        flipped[i] ^= 0x5A
+    damaged.write_bytes(bytes(flipped))
+    for args in (("report", damaged, "-o", tmp_path / "r.html"), ("findings", damaged)):
+        code, _o, err = cli(*args)
+        assert code == 2 and "cannot read the timeline" in err, args
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_report_refuses_to_overwrite_its_input(sample, cli):
     timeline = sample[0]
     before = timeline.read_bytes()
