@@ -208,12 +208,19 @@ class DiskImage:
         system = self._system_hint()
         if system is not None:
             sys_fs = self.fs(system)
+            software = _exists(sys_fs, HIVES["software"])
+            letter = "C"
+            if software:
+                from forensic.sources.windows import Hive, system_root
+                try:
+                    letter = (system_root(Hive(_open(sys_fs, HIVES["software"]))) or "C:")[:1].upper()
+                except Exception:  # noqa: BLE001 - a damaged hive: read_machine notes it
+                    letter = "C"
+            self.labels[system] = f"{letter}:"
             self.machine = read_machine(
-                _open(sys_fs, HIVES["system"]), f"{self.name}!{HIVES['system']}",
-                _open(sys_fs, HIVES["software"]) if _exists(sys_fs, HIVES["software"]) else None,
-                f"{self.name}!{HIVES['software']}" if _exists(sys_fs, HIVES["software"]) else None)
-            root = (self.machine.system_root or "C:\\Windows")[:1].upper()
-            self.labels[system] = f"{root}:"
+                _open(sys_fs, HIVES["system"]), f"{self.name}!{letter}:/{HIVES['system']}",
+                _open(sys_fs, HIVES["software"]) if software else None,
+                f"{self.name}!{letter}:/{HIVES['software']}" if software else None)
             self._map_letters()
         multi = len(self.volumes) > 1
         for i, (hint, _fs) in enumerate(self.volumes):
@@ -273,7 +280,7 @@ class DiskImage:
                     return
                 if not entry.is_file():
                     return
-                size = entry.stat().st_size
+                size = int(entry.stat().st_size)
             except Exception:  # noqa: BLE001 - missing or unreadable entry
                 return
             seen.add(key)

@@ -73,7 +73,7 @@ class Hive:
         if key is None:
             return default
         try:
-            return key.value(name).value
+            return _plain(key.value(name).value)
         except Exception:  # noqa: BLE001
             return default
 
@@ -85,7 +85,7 @@ class Hive:
         try:
             for v in key.values():
                 try:
-                    out[v.name] = v.value
+                    out[str(v.name)] = _plain(v.value)
                 except Exception:  # noqa: BLE001, S112
                     continue
         except Exception:  # noqa: BLE001, S110
@@ -97,9 +97,24 @@ class Hive:
         if key is None:
             return []
         try:
-            return [k.name for k in key.subkeys()]
+            return [str(k.name) for k in key.subkeys()]
         except Exception:  # noqa: BLE001
             return []
+
+
+def _plain(value: Any) -> Any:
+    """Registry values as plain Python objects (dissect's integer types do not pickle)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------
