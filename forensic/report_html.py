@@ -914,7 +914,8 @@ p.legend{display:flex;flex-wrap:wrap;gap:4px 16px;font-size:12px;margin:6px 0}
 table.events td{font-size:12px}
 
 .hash{font-family:ui-monospace,Menlo,Consolas,"Liberation Mono",monospace;font-size:11px;word-break:break-all}
-td.when{white-space:nowrap;font-variant-numeric:tabular-nums}
+td.when{font-variant-numeric:tabular-nums}
+.local{color:var(--muted);font-size:11px;margin-top:3px;overflow-wrap:anywhere}
 .flags{margin-top:3px}
 footer{margin-top:40px;border-top:1px solid var(--line);padding-top:8px;color:var(--muted);font-size:12px}
 @page{size:A4;margin:14mm 12mm}
@@ -1076,13 +1077,13 @@ def _finding_card(case: Case, fid: str, f: Finding) -> str:
         out.append(f'<p class="muted">Flagged {h(", ".join(f.flags))} by rules this report does not know '
                    "(extra --rules files); see the rules column of each event.</p>")
     out.append(f"<h4>Evidence ({f.event_count:,}, oldest first)</h4>")
-    out.append('<table class="fixed">' + _cols(112, 72, 160, None, 175)
+    out.append('<table class="fixed">' + _cols(124, 72, 160, None, 175)
                + '<thead><tr><th>time (UTC)</th><th>source</th><th>event</th><th>message</th>'
                '<th>cited as</th></tr></thead><tbody>')
     for e in f.evidence[:MAX_EVIDENCE_SHOWN]:
         d = case.scan.details.get(evidence_key(e["source_file"], e["source_record"], e["timestamp"]))
         if d:
-            local = (f'<br><span class="muted">local {h(d["local_time"])}<br>{h(d["tz_source"])}</span>'
+            local = (f'<div class="local">local {h(d["local_time"])}<br>{h(d["tz_source"])}</div>'
                      if d.get("local_time") else "")
             event = h(d["event_type"]) + (f' <span class="muted">{h(d["event_id"])}</span>'
                                           if d.get("event_id") is not None else "")
