@@ -56,14 +56,19 @@ def _check_output(output: str, paths: list[str], force: bool) -> None:
     if os.path.isdir(out):
         raise usage_error(f"output {output!r} is a folder; give a file name")
     parent = os.path.dirname(out)
+    targets = (out, out + ".manifest.json")
+    for p in paths:
+        # Never replace evidence, not even with --force: an evidence file given
+        # as PATH, or an existing file inside an evidence folder.
+        for target in targets:
+            if os.path.lexists(target) and ((os.path.isfile(p) and os.path.realpath(p) == os.path.realpath(target))
+                                            or (os.path.isdir(p) and _inside(target, p))):
+                raise usage_error(f"output {output!r} would overwrite {target!r} in the evidence path {p!r}")
     if not force:
         for p in paths:
             if os.path.isdir(p) and _inside(parent, p):
                 raise usage_error(f"output {output!r} is inside the evidence path {p!r}; "
                                   "nothing may be written next to evidence (use --force to override)")
-            if os.path.isfile(p) and os.path.realpath(p) in (os.path.realpath(out),
-                                                              os.path.realpath(out + ".manifest.json")):
-                raise usage_error(f"output {output!r} would overwrite the evidence file {p!r}")
     if not os.path.isdir(parent):
         try:
             os.makedirs(parent, exist_ok=True)
