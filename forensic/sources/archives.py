@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import lzma
 import stat
 import struct
@@ -332,7 +331,7 @@ class TarArchive:
                 remaining -= len(block)
         except (EOFError, lzma.LZMAError, zlib.error) as exc:
             raise OSError(f"cannot reach {inner}: {exc}") from exc
-        return Guarded(stream, size, inner)
+        return Guarded(stream, size, inner, base=offset)
 
     def open_random(self, inner: str, hint: str, limits: Limits) -> BinaryIO:
         member = self.open_member(inner, hint)
@@ -598,4 +597,4 @@ def sniff_archive(stream: BinaryIO, head: bytes) -> str | None:
 
 
 __all__ = ["ZipArchive", "TarArchive", "CompressedFile", "SevenZipArchive", "open_archive", "sniff_archive",
-           "archive_kind", "sevenzip_available", "io"]
+           "archive_kind", "sevenzip_available"]

@@ -125,11 +125,12 @@ class Guarded(io.RawIOBase):
     are closed with the stream (the container objects opened for it).
     """
 
-    def __init__(self, inner: BinaryIO, size: int | None, name: str = "", closers: tuple = ()):
+    def __init__(self, inner: BinaryIO, size: int | None, name: str = "", closers: tuple = (), base: int = 0):
         super().__init__()
         self._inner = inner
         self._size = size
         self._pos = 0
+        self._base = base  # where the member starts in ``inner``
         self._closers = closers
         self.name = name
 
@@ -154,7 +155,7 @@ class Guarded(io.RawIOBase):
         if whence == 2:
             if self._size is None:
                 try:
-                    self._pos = self._inner.seek(offset, 2)
+                    self._pos = self._inner.seek(offset, 2) - self._base
                 except Exception as exc:  # noqa: BLE001
                     raise self._wrap(exc) from exc
                 return self._pos
@@ -163,7 +164,7 @@ class Guarded(io.RawIOBase):
             offset, whence = self._pos + offset, 0
         offset = max(0, offset)
         try:
-            self._pos = self._inner.seek(offset, 0)
+            self._pos = self._inner.seek(self._base + offset, 0) - self._base
         except Exception as exc:  # noqa: BLE001
             raise self._wrap(exc) from exc
         return self._pos
