@@ -268,7 +268,8 @@ def qemu_convert(raw: Path, fmt: str, dest: Path, *options: str) -> Path:
 
 def ewf_image(raw: Path, target_base: Path, segment_mb: int | None = None) -> list[Path]:
     """An EnCase (E01) image of ``raw`` made by ewfacquire; its segment files."""
-    cmd = ["ewfacquire", "-u", "-t", str(target_base), "-f", "encase6", "-c", "deflate:fast",
+    compression = "none" if segment_mb else "deflate:fast"  # uncompressed: several segments
+    cmd = ["ewfacquire", "-u", "-t", str(target_base), "-f", "encase6", "-c", compression,
            "-C", "case", "-D", "test", "-E", "1", "-e", "examiner", "-N", "none", "-m", "fixed", "-M", "logical"]
     if segment_mb:
         cmd += ["-S", f"{segment_mb}MiB"]

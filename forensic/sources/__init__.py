@@ -235,7 +235,7 @@ def expand(result, root: str, path: str, display: str, size: int, kind: str, par
     try:
         container = _cached(path + SEP + kind, lambda: open_container(kind, path, display))
     except ImportError as exc:
-        _problem(result, record, display, str(exc))
+        _problem(result, record, display, f"cannot open container: {exc}")
         return
     except OSError as exc:
         _problem(result, record, display, f"cannot open container: {exc}")
@@ -294,7 +294,7 @@ def _expand_container(result, record: ContainerRecord, container, vpath: str, di
                     nested = sniff_archive(stream, head) or nested
                 child = open_container(nested, stream, entry.inner)
             except ImportError as exc:
-                _problem(result, record, mdisplay, str(exc))
+                _problem(result, record, mdisplay, f"cannot open nested container: {exc}")
                 nested = None
             except Exception as exc:  # noqa: BLE001
                 _problem(result, record, mdisplay, f"cannot open nested container: {type(exc).__name__}: {exc}")
