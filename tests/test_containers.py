@@ -441,3 +441,18 @@ def test_registry_zone_loses_to_errorlog(tmp_path):
     assert tz == {"errorlog_utc_adjustment"}
     notes = [n for i in result.manifest["instances"] for n in i["time_zone"].get("notes", [])]
     assert any("registry" in n and "ERRORLOG's evidence wins" in n for n in notes), notes
+
+
+def test_dropped_dll_in_a_collection_is_hashed(tmp_path):
+    web02 = FIXTURES / "WEB02" / "MSSQL13.SQLEXPRESS" / "MSSQL" / "Log" / "ERRORLOG"
+    dll = b"MZ" + bytes(200)
+    archive = make_zip(tmp_path / "web02.zip", {
+        "C/Program Files/Microsoft SQL Server/MSSQL13.SQLEXPRESS/MSSQL/Log/ERRORLOG": web02,
+        "C/Program Files/Microsoft SQL Server/MSSQL13.SQLEXPRESS/MSSQL/Binn/XPSVCHOST.DLL": dll,
+        "C/Program Files/Microsoft SQL Server/MSSQL13.SQLEXPRESS/MSSQL/Binn/xplog70.dll": b"MZ shipped",
+    })
+    result, _table = run([archive], tmp_path / "t.parquet")
+    (entry,) = result.manifest["containers"]
+    (found,) = entry["extended_procedure_dlls"]  # odsole70.dll is shipped: not listed
+    assert found["dll"] == "xpsvchost.dll" and found["found"] and found["sha256"] == sha(dll)
+    assert found["path"].endswith("/Binn/XPSVCHOST.DLL")

@@ -42,6 +42,10 @@ EVTX = PUBLIC / "evtx" / "sbou_LM_xp_cmdshell_MSSQL_Events.evtx"
 SYSMON = PUBLIC / "evtx" / "sbou_sysmon_1_exec_via_sql_xpcmdshell.evtx"
 TRC = PUBLIC / "trc" / "temporaltabledemo_log_2.trc"
 DEFAULT_LOG = "Program Files/Microsoft SQL Server/MSSQL15.MSSQLSERVER/MSSQL/Log"
+EXPRESS = "Program Files/Microsoft SQL Server/MSSQL13.SQLEXPRESS/MSSQL"
+WEB02_LOG = FIXTURES / "WEB02" / "MSSQL13.SQLEXPRESS" / "MSSQL" / "Log" / "ERRORLOG"
+# The WEB02 ERRORLOG loads 'xpsvchost.dll' for xp_svc_host: a DLL SQL Server does not ship.
+DROPPED_DLL = b"MZ\x90\x00" + bytes(60) + b"This program cannot be run in DOS mode. (test stand-in)" + bytes(900)
 SIGNATURE = 0x5EC0DE01
 C_OFFSET = 1 << 20
 D_OFFSET = C_OFFSET + (24 << 20) + (1 << 20)
@@ -51,6 +55,7 @@ EXPECTED = {
     "C:/Windows/System32/winevt/Logs/Application.evtx": EVTX,
     "C:/Windows/System32/winevt/Logs/Microsoft-Windows-Sysmon%4Operational.evtx": SYSMON,
     f"C:/{DEFAULT_LOG}/log_2.trc": TRC,  # default trace beside the default Log folder
+    f"C:/{EXPRESS}/Log/ERRORLOG": WEB02_LOG,  # a second instance at the default path
     **{f"D:/SQLLogs/{p.name}": p for p in sorted(LOG.iterdir())},  # -e D:\SQLLogs\ERRORLOG
 }
 
@@ -77,6 +82,9 @@ def disk(tmp_path_factory) -> Path:
         "Windows/System32/winevt/Logs/Microsoft-Windows-Sysmon%4Operational.evtx": SYSMON,
         "Windows/System32/winevt/Logs/Microsoft-Windows-Other%4Operational.evtx": EVTX,  # not targeted
         f"{DEFAULT_LOG}/log_2.trc": TRC,
+        f"{EXPRESS}/Log/ERRORLOG": WEB02_LOG,
+        f"{EXPRESS}/Binn/xpsvchost.dll": DROPPED_DLL,
+        f"{EXPRESS}/Binn/other.dll": b"MZ not referenced",
         "Users/Public/Documents/ERRORLOG.txt": LOG / "ERRORLOG",  # not where SQL Server writes: not read
     }
     d_files = {f"SQLLogs/{p.name}": p for p in LOG.iterdir()}
@@ -122,7 +130,8 @@ def test_image_formats_find_sql_server_artifacts(disk, tmp_path, kind):
         with open_evidence(inner[name].path) as fh:
             assert sha(fh.read()) == sha(src), name
     skipped = {i.display_path.split("!", 1)[1] for i in found.skipped}
-    assert skipped == {"C:/Windows/System32/config/SYSTEM", "C:/Windows/System32/config/SOFTWARE"}
+    assert skipped == {"C:/Windows/System32/config/SYSTEM", "C:/Windows/System32/config/SOFTWARE",
+                       f"C:/{EXPRESS}/Binn/xpsvchost.dll"}
     tops = [c for c in found.containers if c.parent is None and not c.part_of]
     assert [c.display_path for c in tops] == [str(path)]
     machine = tops[0].machine
@@ -171,7 +180,14 @@ def test_timeline_from_e01(disk, tmp_path):
     for name, src in EXPECTED.items():
         assert inputs[f"{e01}!{name}"]["sha256"] == sha(src)
     flags = {f for r in rows for f in r["flags"]}
-    assert {"xp_cmdshell", "startup_procedure"} <= flags
+    assert {"xp_cmdshell", "startup_procedure", "extended_procedure"} <= flags
+    # The dropped DLL the WEB02 ERRORLOG names is found beside the instance's Log folder and hashed
+    (dll,) = containers[str(e01)]["extended_procedure_dlls"]
+    assert dll["dll"] == "xpsvchost.dll" and dll["found"]
+    assert dll["path"] == f"{e01}!C:/{EXPRESS}/Binn/xpsvchost.dll"
+    assert dll["referenced_by"] == f"{e01}!C:/{EXPRESS}/Log/ERRORLOG"
+    assert dll["sha256"] == sha(DROPPED_DLL)
+    assert {s["path"]: s["sha256"] for s in m["skipped"]}[dll["path"]] == sha(DROPPED_DLL)
 
 
 def test_kape_vhdx_collection_with_nested_zip(tmp_path):
@@ -220,7 +236,7 @@ def test_image_inside_zip(disk, tmp_path):
     assert inner == {f"images/server.vhdx!{k}" for k in EXPECTED}
     from forensic import sources
     sources.clear_cache()  # a worker: reopens zip, spools the VHDX, reopens it
-    item = next(i for i in found.inputs if i.display_path.endswith("/ERRORLOG"))
+    item = next(i for i in found.inputs if i.display_path.endswith("D:/SQLLogs/ERRORLOG"))
     with open_evidence(item.path) as fh:
         assert fh.read() == (LOG / "ERRORLOG").read_bytes()
 

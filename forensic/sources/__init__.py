@@ -66,6 +66,7 @@ class ContainerRecord:
     skipped: int = 0
     problems: list[dict[str, str]] = field(default_factory=list)
     machine: Any = None  # windows.MachineInfo
+    dlls: list[dict[str, Any]] = field(default_factory=list)  # extended-procedure DLLs (forensic.sources.dlls)
 
     def manifest_entry(self, sha256: str | None) -> dict[str, Any]:
         entry = {"path": self.display_path, "kind": self.kind, "size": self.size, "sha256": sha256,
@@ -75,6 +76,8 @@ class ContainerRecord:
             entry["part_of"] = self.part_of
         if self.machine is not None:
             entry["registry"] = self.machine.as_dict()
+        if self.dlls:
+            entry["extended_procedure_dlls"] = [{k: v for k, v in d.items() if k != "member"} for d in self.dlls]
         return entry
 
 
@@ -268,6 +271,8 @@ def _expand_container(result, record: ContainerRecord, container, vpath: str, di
         for note in record.machine.notes:
             record.problems.append({"path": display, "message": note})
     kind = container.kind
+    errorlogs: list[tuple[Any, str]] = []
+    added: set[str] = set()
     for entry in listing.entries:
         if FIELD in entry.inner or SEP in entry.inner:
             _problem(result, record, f"{display}!{entry.inner!r}", "member name contains control characters: skipped")
@@ -309,12 +314,53 @@ def _expand_container(result, record: ContainerRecord, container, vpath: str, di
         parser = parsers.sniff(head, base) if head else None
         item = InputFile(mpath, mdisplay, root, entry.size, parser.name if parser else None,
                          parser.artifact_type if parser else None)
+        added.add(mpath)
         if parser:
             result.inputs.append(item)
             record.artifacts += 1
+            if parser.name == "errorlog":
+                errorlogs.append((entry, mdisplay))
         else:
             result.skipped.append(item)
             record.skipped += 1
+    if errorlogs:
+        _find_dlls(result, record, container, listing, errorlogs, added, vpath, display, root)
+
+
+def _find_dlls(result, record: ContainerRecord, container, listing, errorlogs, added: set[str], vpath: str,
+               display: str, root: str) -> None:
+    """Extended-procedure DLLs the ERRORLOGs name, looked up in the container."""
+    from forensic.discovery import InputFile
+    from forensic.sources import dlls
+    named: dict[str, tuple[Any, str]] = {}
+    for entry, mdisplay in errorlogs:
+        try:
+            with container.open_member(entry.inner, entry.hint) as fh:
+                for dll in sorted(dlls.dlls_in_errorlog(fh)):
+                    named.setdefault(dll.lower(), (dll, entry, mdisplay))
+        except Exception:  # noqa: BLE001, S112 - the parse reports an unreadable ERRORLOG
+            continue
+    for dll, entry, ref in named.values():
+        found = None
+        if hasattr(container, "find"):  # a disk image: where SQL Server loads it from
+            searched = dlls.windows_candidates(dll, entry.inner, container.bin_folders())
+            for where in searched:
+                found = container.find(where)
+                if found is not None:
+                    break
+        else:  # an archive: any member of that name
+            base = dll.replace("\\", "/").rsplit("/", 1)[-1].casefold()
+            searched = [f"any member named {base}"]
+            found = next((e for e in listing.entries if e.inner.rsplit("/", 1)[-1].casefold() == base), None)
+        info = dlls.record(dll, ref, f"{display}!{found.inner}" if found else None, searched)
+        if found is not None:
+            mpath = member_path(vpath, container.kind, found.inner, found.hint)
+            info["member"] = mpath
+            if mpath not in added:
+                added.add(mpath)
+                result.skipped.append(InputFile(mpath, f"{display}!{found.inner}", root, found.size, None, None))
+                record.skipped += 1
+        record.dlls.append(info)
 
 
 def _nested_kind(head: bytes, name: str, image_kind) -> str | None:
@@ -374,5 +420,9 @@ def containers_manifest(found, prescan: dict) -> list[dict[str, Any]]:
     out = []
     for c in getattr(found, "containers", []):
         pre = prescan.get(c.path)
-        out.append(c.manifest_entry(pre.sha256 if pre else None))
+        entry = c.manifest_entry(pre.sha256 if pre else None)
+        for dll, info in zip(entry.get("extended_procedure_dlls", []), c.dlls, strict=False):
+            member = prescan.get(info.get("member", ""))
+            dll["sha256"] = member.sha256 if member else None
+        out.append(entry)
     return out

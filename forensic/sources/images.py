@@ -362,6 +362,36 @@ class DiskImage:
                 add(hint, path)
             stack.extend(reversed(subdirs))
 
+    def find(self, where: str) -> Entry | None:
+        """The file at a Windows path (``D:\\x\\y.dll``) or an inner path
+        (``C:/x/y.dll``, ``vol2/x``, or a bare path on a one-volume disk)."""
+        m = re.match(r"^([A-Za-z]):[\\/](.*)$", where)
+        by_label = {lab: hint for hint, lab in self.labels.items() if lab}
+        if m:
+            hint = by_label.get(m.group(1).upper() + ":")
+            path = m.group(2)
+        else:
+            first, _, rest = where.partition("/")
+            hint = by_label.get(first)
+            path = rest
+            if hint is None and len(self.volumes) == 1 and not self.labels.get(self.volumes[0][0]):
+                hint, path = self.volumes[0][0], where
+        if hint is None:
+            return None
+        path = path.replace("\\", "/").strip("/")
+        try:
+            entry = self.fs(hint).get(path)
+            if entry.is_symlink() or not entry.is_file():
+                return None
+            size = int(entry.stat().st_size)
+        except Exception:  # noqa: BLE001
+            return None
+        label = self.labels.get(hint, "")
+        return Entry(self._display(hint, path), hint + ("L" if label else ""), size)
+
+    def bin_folders(self) -> list[str]:
+        return [f for inst in (self.machine.instances if self.machine else []) for f in inst.bin_folders()]
+
     # -- reading ----------------------------------------------------------
     def open_member(self, inner: str, hint: str) -> BinaryIO:
         labelled = hint.endswith("L")

@@ -130,6 +130,7 @@ class SqlInstance:
     edition: str | None = None
     sql_path: str | None = None
     data_root: str | None = None
+    bin_root: str | None = None
     errorlog: str | None = None  # the -e start-up parameter
     master_data: str | None = None  # -d
     master_log: str | None = None  # -l
@@ -153,6 +154,13 @@ class SqlInstance:
             seen.setdefault(p.lower(), p)
         return list(seen.values())
 
+    def bin_folders(self) -> list[str]:
+        """Where a bare extended-procedure DLL name is loaded from."""
+        out = [self.bin_root] if self.bin_root else []
+        if self.sql_path:
+            out.append(self.sql_path.rstrip("\\") + "\\Binn")
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
 
@@ -172,6 +180,7 @@ def sql_instances(software: Hive) -> list[SqlInstance]:
             inst.edition = Hive.value(setup, "Edition")
             inst.sql_path = Hive.value(setup, "SQLPath")
             inst.data_root = Hive.value(setup, "SQLDataRoot")
+            inst.bin_root = Hive.value(setup, "SQLBinRoot")
             params = Hive.values(software.key(base + "\\MSSQLServer\\Parameters"))
             for pname in sorted(params, key=_arg_order):
                 arg = params[pname]
