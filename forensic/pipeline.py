@@ -228,14 +228,16 @@ def columns_needing_events(cols: EventColumns, task: ParseTask, rules: RuleSet) 
     can touch, and return them as events; the rest stay columnar."""
     annotated = set().union(*task.annotations.values()) if task.annotations else set()
     windows = any(task.windows.values()) if task.windows else False
-    # Decide once per distinct (id, type) pair, then one pass over the rows.
-    needs = {pair: rules.has_candidates(cols.source, *pair) or (windows and pair[1] != "log_message")
-             for pair in set(zip(cols.event_id, cols.event_type, strict=True))}
+    # Rules: tested row by row on what the block holds (a source with rules for
+    # any event, such as the trace's statement-text rules, needs that).  Windows:
+    # decided once per distinct (id, type) pair.
+    flags = rules.rows_may_fire(cols)
+    if windows:
+        needs = {pair: pair[1] != "log_message" for pair in set(zip(cols.event_id, cols.event_type, strict=True))}
+        flags = [f or needs[pair] for f, pair in zip(flags, zip(cols.event_id, cols.event_type, strict=True),
+                                                      strict=True)]
     if annotated:
-        flags = [needs[(eid, et)] or lt in annotated
-                 for eid, et, lt in zip(cols.event_id, cols.event_type, cols.local_text, strict=True)]
-    else:
-        flags = [needs[pair] for pair in zip(cols.event_id, cols.event_type, strict=True)]
+        flags = [f or lt in annotated for f, lt in zip(flags, cols.local_text, strict=True)]
     if not any(flags):
         return iter(())
     take = [i for i, f in enumerate(flags) if f]

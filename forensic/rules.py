@@ -93,6 +93,38 @@ def field_text(event: Event, name: str) -> str | None:
     return str(value)
 
 
+_MAYBE = object()  # a field a columnar row does not hold yet (host, timestamp, flags, ...)
+_UNSET = object()
+# Event fields an EventColumns block holds per row, and for all its rows.
+_ROW_COLUMNS = frozenset({"event_type", "event_id", "message", "local_text", "source_record", "user", "database",
+                          "object_name", "object_type"})
+_BLOCK_COLUMNS = frozenset({"source", "timestamp_desc"})
+
+
+def _row_text(cols, name: str, i: int) -> object:
+    """What :func:`field_text` would give for row ``i`` of a columnar block,
+    or _MAYBE when the row cannot tell yet."""
+    if name.startswith("attributes."):
+        key = name[len("attributes."):]
+        attrs = cols.attributes[i]
+        if isinstance(attrs, str):  # encoded JSON: only whether the key is there
+            return _MAYBE if f'"{key}"' in attrs else None
+        value = attrs.get(key)
+    elif name in _ROW_COLUMNS:
+        value = getattr(cols, name)[i]
+    elif name in _BLOCK_COLUMNS:
+        value = getattr(cols, name)
+    else:
+        return _MAYBE
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list | tuple):
+        return "\n".join(str(v) for v in value)
+    return str(value)
+
+
 def _patterns(table: dict, origin: str, rule_id: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
     out = []
     for name, regex in table.items():
@@ -190,6 +222,61 @@ class RuleSet:
         """Could any rule fire on an event of this source, id and type?"""
         by_id, by_type, anything = self._index(source)
         return bool(anything or (event_id is not None and event_id in by_id) or event_type in by_type)
+
+    def rows_may_fire(self, cols) -> list[bool]:
+        """For each row of a columnar block (:class:`forensic.model.EventColumns`):
+        could a rule fire on it once the engine has finished it?
+
+        Never False for a row on which a rule fires.  A rule's ids, types and
+        ``where`` patterns on the block's columns and on dict attributes are
+        tested as :meth:`Rule.matches` does; a pattern on an attribute of
+        already-encoded JSON only by whether the attribute is there; patterns on
+        what the engine adds later (host, timestamp, flags, ...) and ``unless``
+        vetoes count as passing.
+        """
+        out = [False] * len(cols)
+        by_id, by_type, anything = self._index(cols.source)
+        if not (by_id or by_type or anything):
+            return out
+        groups: dict[tuple[int | None, str], list[int]] = {}
+        for i, pair in enumerate(zip(cols.event_id, cols.event_type, strict=True)):
+            group = groups.get(pair)
+            if group is None:
+                groups[pair] = [i]
+            else:
+                group.append(i)
+        texts: dict[str, dict[int, object]] = {}  # field -> row -> text, None (absent) or _MAYBE
+        for (eid, etype), rows in groups.items():
+            rules = [r for r in (*(by_id.get(eid, ()) if eid is not None else ()), *by_type.get(etype, ()),
+                                 *anything)
+                     if (r.event_ids is None or eid in r.event_ids) and (r.event_types is None or etype in r.event_types)]
+            for rule in rules:
+                alive = [i for i in rows if not out[i]]
+                for name, pattern in rule.where:
+                    if not alive:
+                        break
+                    known = texts.get(name)
+                    if known is None:
+                        known = texts[name] = {}
+                    seen: dict[str, bool] = {}  # values repeat: one search per distinct text
+                    keep = []
+                    for i in alive:
+                        text = known.get(i, _UNSET)
+                        if text is _UNSET:
+                            text = known[i] = _row_text(cols, name, i)
+                        if text is None:
+                            continue
+                        if text is not _MAYBE:
+                            hit = seen.get(text)  # type: ignore[arg-type]
+                            if hit is None:
+                                hit = seen[text] = pattern.search(text) is not None  # type: ignore[arg-type]
+                            if not hit:
+                                continue
+                        keep.append(i)
+                    alive = keep
+                for i in alive:
+                    out[i] = True
+        return out
 
     def candidates(self, event: Event) -> list[Rule]:
         by_id, by_type, anything = self._index(event.source)
