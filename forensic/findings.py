@@ -26,6 +26,7 @@ from rich.text import Text
 
 from forensic.instances import norm_host
 from forensic.rules import default_rules
+from forensic.textsafe import safe_text
 
 SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 
@@ -293,7 +294,7 @@ def findings_table(findings: list[Finding]) -> Table:
         table.add_column(col)
     style = {"high": "bold red", "medium": "yellow", "low": "cyan"}
     for f in findings:
-        table.add_row(Text(f.severity, style=style[f.severity]), Text(f.title),
-                      Text(f"{f.host or '?'}\\{f.instance or '?'}"), Text(_short(f.first_seen)),
-                      Text(_short(f.last_seen)), Text(", ".join(f.sources)), str(f.event_count))
+        table.add_row(Text(f.severity, style=style[f.severity]), safe_text(f.title),
+                      safe_text(f"{f.host or '?'}\\{f.instance or '?'}"), Text(_short(f.first_seen)),
+                      Text(_short(f.last_seen)), safe_text(", ".join(f.sources)), str(f.event_count))
     return table

@@ -14,6 +14,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from forensic.textsafe import printable
 from forensic.timeline import RunOptions, RunResult
 
 
@@ -41,8 +42,9 @@ def run_with_progress(opts: RunOptions, runner: Callable, quiet: bool, console: 
     done = {"files": 0, "bytes": 0}
 
     def say(text: str) -> None:
-        # Plain lines for logs and pipes: no wrapping, no markup.
-        print(text, file=console.file, flush=True)
+        # Plain lines for logs and pipes: no wrapping, no markup, and no
+        # control characters from evidence names (terminal escape sequences).
+        print(printable(text), file=console.file, flush=True)
 
     def log(phase, item, nbytes):
         if phase == "discovered":

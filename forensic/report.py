@@ -8,12 +8,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from forensic.textsafe import safe_text
 from forensic.timeline import RunResult
 
 
 def _t(value) -> Text:
-    # Evidence text is never interpreted as console markup.
-    return Text(str(value))
+    # Evidence text is never interpreted as console markup or terminal control.
+    return safe_text(value)
 
 
 def print_summary(result: RunResult, console: Console) -> None:
@@ -66,23 +67,23 @@ def print_summary(result: RunResult, console: Console) -> None:
             # Only a warning where local times were actually taken as UTC
             # (an instance seen only in EVTX has UTC times of its own).
             if assumed[inst["group"]]:
-                console.print(Text(f"warning: {label}: no time-zone evidence and no --tz: "
+                console.print(safe_text(f"warning: {label}: no time-zone evidence and no --tz: "
                                    f"{assumed[inst['group']]} local times taken as UTC (tz_source assumed_utc)",
                                    style="yellow"))
             continue
         for note in inst["time_zone"].get("notes", []):
-            console.print(Text(f"warning: {label}: {note}", style="yellow"))
+            console.print(safe_text(f"warning: {label}: {note}", style="yellow"))
     for root in m["unattributed_paths"]:
-        console.print(Text(f"warning: several instances under {root}; inputs that name none stay unattributed",
+        console.print(safe_text(f"warning: several instances under {root}; inputs that name none stay unattributed",
                            style="yellow"))
     for item in m["inputs"]:
         if item["status"] != "complete":
             first = (item["errors"] or [w["message"] + (f" ({w['position']})" if w["position"] else "")
                                         for w in item["warning_details"]] or [""])[0]
-            console.print(Text(f"{item['status']}: {item['path']}: {first.splitlines()[0] if first else ''}"
+            console.print(safe_text(f"{item['status']}: {item['path']}: {first.splitlines()[0] if first else ''}"
                                f"{' (+' + str(item['warnings'] - 1) + ' more warnings)' if item['warnings'] > 1 else ''}",
                                style="red"))
     for p in m["problems"]:
-        console.print(Text(f"skipped: {p['path']}: {p['message']}", style="yellow"))
-    console.print(Text(f"{result.rows} events written to {m['output']['path']} "
+        console.print(safe_text(f"skipped: {p['path']}: {p['message']}", style="yellow"))
+    console.print(safe_text(f"{result.rows} events written to {m['output']['path']} "
                        f"(manifest: {result.manifest_path}); exit status {result.exit_code}"))

@@ -41,13 +41,38 @@ def write_utf16(path: Path, lines: list[str], bom: bool = True, newline: str = "
     return path
 
 
-def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
-    """size, mtime_ns and SHA-256 of every file under folder."""
+def snapshot(folder: Path, atime: bool = False) -> dict[str, tuple]:
+    """size, mtime_ns and SHA-256 of every file under folder (and atime_ns,
+    with ``atime``).  Hashing reads without touching atime (O_NOATIME), and
+    the stat is taken before the read."""
     import hashlib
     out = {}
     for root, _dirs, files in os.walk(folder):
         for name in files:
             p = os.path.join(root, name)
             st = os.stat(p)
-            out[p] = (st.st_size, st.st_mtime_ns, hashlib.sha256(open(p, "rb").read()).hexdigest())
+            flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
+            try:
+                fd = os.open(p, flags)
+            except PermissionError:
+                fd = os.open(p, os.O_RDONLY)
+            with os.fdopen(fd, "rb") as fh:
+                digest = hashlib.sha256(fh.read()).hexdigest()
+            out[p] = (st.st_size, st.st_mtime_ns, digest) + ((st.st_atime_ns,) if atime else ())
     return out
+
+
+def atime_supported(folder: Path) -> bool:
+    """Whether reading a file in ``folder`` updates its access time (not on
+    noatime mounts, nor where O_NOATIME is unknown: then atime is not checked)."""
+    if not getattr(os, "O_NOATIME", 0):
+        return False
+    probe = Path(folder) / ".atime-probe"
+    probe.write_bytes(b"x")
+    st = probe.stat()
+    os.utime(probe, ns=(st.st_mtime_ns - 86_400 * 10**9, st.st_mtime_ns))
+    before = probe.stat().st_atime_ns
+    probe.read_bytes()
+    changed = probe.stat().st_atime_ns != before
+    probe.unlink()
+    return changed
