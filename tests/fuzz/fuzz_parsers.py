@@ -3,12 +3,17 @@
     python tests/fuzz/fuzz_parsers.py --seconds 600                 # mutation fuzzing, all parsers
     python tests/fuzz/fuzz_parsers.py --mode grammar --seconds 600  # ERRORLOG/Agent grammar (hypothesis)
     python tests/fuzz/fuzz_parsers.py --mode atheris -- -max_total_time=600   # coverage-guided
+    python tests/fuzz/fuzz_parsers.py --mode engine --seconds 600   # whole timeline runs
 
 ``mutate`` (default) takes the real samples (bundled evidence, test fixtures,
 public EVTX/trace samples) and applies random damage: truncation, bit flips,
 overwritten, inserted, deleted, duplicated and zeroed ranges.  ``grammar``
 runs the suite's hypothesis strategies with a large budget.  ``atheris``
 (``pip install atheris``) is coverage-guided libFuzzer over the same seeds.
+``engine`` puts one to four damaged samples in a folder and runs the whole
+``timeline`` (in-process, one worker) on it: no input may end with an error
+(a parser or engine exception), record accounting must reconcile, the rows
+written must equal the events counted, and findings must build.
 
 Every case goes through :func:`fuzz.targets.check_input` (every parser, EVTX
 with both engines).  A failing input is written to ``--out`` (default
@@ -126,6 +131,76 @@ class _Done(Exception):
     pass
 
 
+def _engine_worker(args) -> tuple[int, list[tuple[str, str]], int]:
+    import json
+    import shutil
+    import tempfile
+
+    from forensic.findings import build_findings
+    from forensic.timeline import RunOptions, run_timeline
+
+    worker, seconds, out, seed = args
+    corpus = seeds()
+    names = sorted(corpus)
+    rng = random.Random(seed * 1000 + worker)
+    deadline = time.monotonic() + seconds
+    cases, found = 0, []
+    while time.monotonic() < deadline:
+        tmp = Path(tempfile.mkdtemp(prefix="fuzz-engine-"))
+        try:
+            ev = tmp / "ev"
+            picked = rng.sample(names, rng.randint(1, 4))
+            for i, name in enumerate(picked):
+                folder = ev / f"{i}"
+                folder.mkdir(parents=True)
+                (folder / name.rsplit("/", 1)[-1]).write_bytes(mutate(corpus[name], rng))
+            output = tmp / "out" / "t.jsonl"
+            output.parent.mkdir()
+            problems = []
+            try:
+                result = run_timeline(RunOptions(paths=[str(ev)], output=str(output), fmt="jsonl", workers=1,
+                                                 parser_options={"evtx_engine": rng.choice(["rust", "python"])},
+                                                 command_line=["fuzz"]))
+                m = result.manifest
+                for item in m["inputs"]:
+                    if item["errors"]:
+                        problems.append(f"{item['path']}: {item['errors'][0][:400]}")
+                    if not item["records"]["reconciled"]:
+                        problems.append(f"{item['path']}: records {item['records']}")
+                if m["totals"]["events"] != result.rows:
+                    problems.append(f"{m['totals']['events']} events but {result.rows} rows")
+                build_findings(str(output))
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"run raised {type(exc).__name__}: {exc}")
+            if problems:
+                keep = out / f"engine-{hashlib.sha256(repr(problems).encode()).hexdigest()[:12]}"
+                if not keep.exists():
+                    shutil.copytree(ev, keep / "ev")
+                    (keep / "problems.json").write_text(json.dumps(problems, indent=1), encoding="utf-8")
+                found.append((str(keep), problems[0][:300]))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        cases += 1
+        if _rss_mb() > MEMORY_LIMIT_MB:
+            found.append(("-", f"peak RSS {_rss_mb()} MB"))
+            break
+    return cases, found, _rss_mb()
+
+
+def run_engine(seconds: float, jobs: int, out: Path, seed: int) -> int:
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with mp.get_context("spawn").Pool(jobs) as pool:
+        results = pool.map(_engine_worker, [(w, seconds, out, seed) for w in range(jobs)])
+    cases = sum(r[0] for r in results)
+    found = [f for r in results for f in r[1]]
+    print(f"engine: {cases} timeline runs in {time.monotonic() - started:.0f}s with {jobs} jobs; "
+          f"peak RSS {max(r[2] for r in results)} MB; {len(found)} finding(s)")
+    for path, message in found:
+        print(f"  {path}: {message}")
+    return 1 if found else 0
+
+
 def run_atheris(argv: list[str], out: Path) -> int:
     import atheris
 
@@ -166,7 +241,7 @@ def replay(path: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=("mutate", "grammar", "atheris"), default="mutate")
+    ap.add_argument("--mode", choices=("mutate", "grammar", "atheris", "engine"), default="mutate")
     ap.add_argument("--seconds", type=float, default=300)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=int(time.time()))
@@ -180,6 +255,9 @@ def main() -> int:
         return run_mutate(args.seconds, args.jobs, args.out, args.seed)
     if args.mode == "grammar":
         return run_grammar(args.seconds, args.out)
+    if args.mode == "engine":
+        print(f"seed {args.seed}")
+        return run_engine(args.seconds, args.jobs, args.out, args.seed)
     return run_atheris([a for a in rest if a != "--"], args.out)
 
 
