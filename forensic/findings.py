@@ -12,7 +12,6 @@ rows are kept, so memory follows the number of flagged events.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from rich.text import Text
 from forensic.instances import norm_host
 from forensic.rules import default_rules
 from forensic.textsafe import safe_text
+from parsers.sqlmessages import split_schema
 
 SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 
@@ -86,9 +86,7 @@ def norm_object(name: str | None) -> str | None:
     """SQL Server object names compare case-, bracket- and schema-insensitively."""
     if not name:
         return None
-    parts = re.findall(r"\[((?:[^\]]|\]\])*)\]|([^.\[\]]+)", name.strip())
-    names = [(a or b).strip() for a, b in parts if (a or b).strip()]
-    return (names[-1] if names else name.strip()).lower()
+    return split_schema(name)[1].lower()
 
 
 def _iso(ts: datetime | None) -> str | None:
@@ -116,7 +114,7 @@ def iter_flagged_rows(path: str) -> Iterator[dict[str, Any]]:
     missing = [c for c in columns if c not in pf.schema_arrow.names]
     if missing:
         raise FindingsError(f"{path}: not a mssql-forensic timeline (missing columns {missing})")
-    for batch in pf.iter_batches(columns=columns, batch_size=50_000):
+    for batch in pf.iter_batches(columns=columns, batch_size=10_000):
         mask = pc.greater(pc.list_value_length(batch.column("flags")), 0)
         flagged = batch.filter(pc.fill_null(mask, False))
         yield from flagged.to_pylist()

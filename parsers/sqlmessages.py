@@ -67,14 +67,26 @@ def _templates() -> tuple[dict[str, tuple[_Template, ...]], dict[int, tuple[_Tem
     return ({k: tuple(v) for k, v in by_word.items()}, {k: tuple(v) for k, v in by_id.items()})
 
 
+_IDENT = re.compile(r"^[^\W\d][\w@$#]*$|^[@#][\w@$#]*$")
+
+
 def split_schema(name: str) -> tuple[str | None, str]:
-    """``[dbo].[evil]`` -> ("dbo", "evil"); ``master.dbo.x`` -> ("dbo", "x")."""
-    parts = [p for p in re.findall(r"\[((?:[^\]]|\]\])*)\]|([^.\[\]]+)", name.strip())]
+    """``[dbo].[evil]`` -> ("dbo", "evil"); ``master.dbo.x`` -> ("dbo", "x").
+
+    Dots split a name only between bracketed parts or plain identifiers: an
+    attacker's ``invoice\u202eexe.txt`` or ``a.b`` with odd characters stays one
+    name rather than losing its front as a "schema".
+    """
+    text = name.strip()
+    parts = re.findall(r"\[((?:[^\]]|\]\])*)\]|([^.\[\]]+)", text)
     names = [(a or b).replace("]]", "]").strip() for a, b in parts if (a or b).strip()]
     if not names:
-        return None, name.strip().strip("[]")
+        return None, text.strip("[]")
     if len(names) == 1:
         return None, names[0]
+    plain = all(a or _IDENT.match(b.strip()) for a, b in parts if (a or b).strip())
+    if not plain:
+        return None, text
     return names[-2], names[-1]
 
 
