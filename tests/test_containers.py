@@ -135,11 +135,34 @@ def test_members_are_attributed_like_loose_files(tmp_path):
     assert atts[f"{SQLPROD}/ERRORLOG.1"] == "same folder"
 
 
-def test_process_pool_reopens_containers(tmp_path):
-    archive = make_tar(tmp_path / "case.tar.gz", collection_files(), "w:gz")
-    serial = run([archive], tmp_path / "a.parquet", workers=1)[1]
-    pooled = run([archive], tmp_path / "b.parquet", workers=2)[1]
-    assert comparable(serial) == comparable(pooled)
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_process_pool_reopens_containers(tmp_path, kind):
+    files = collection_files()
+    # A big member, so that workers read the archive at the same time.
+    big = (FIXTURES / "SQLPROD01" / "Program Files" / "Microsoft SQL Server" / "MSSQL15.MSSQLSERVER" / "MSSQL"
+           / "Log" / "ERRORLOG.4").read_bytes()
+    lines = big.decode("utf-16").splitlines()
+    (tmp_path / "ERRORLOG").write_bytes(b"\xff\xfe" + "\r\n".join(lines[:40] + lines[40:] * 300).encode("utf-16-le"))
+    files[f"{SQLPROD}/ERRORLOG.9"] = tmp_path / "ERRORLOG"
+    if kind == "zip":
+        archive = make_zip(tmp_path / "case.zip", files)
+    else:
+        archive = make_tar(tmp_path / "case.tar.gz", files, "w:gz")
+    serial = run([archive], tmp_path / "a.parquet", workers=1)
+    pooled = run([archive], tmp_path / "b.parquet", workers=2)
+    assert serial[0].exit_code == pooled[0].exit_code == 0
+    assert comparable(serial[1]) == comparable(pooled[1])
+
+
+def test_forked_process_opens_its_own_containers(tmp_path, monkeypatch):
+    archive = make_zip(tmp_path / "case.zip", collection_files())
+    found = discover([str(archive)])
+    assert sources._CACHE
+    monkeypatch.setattr(sources, "_CACHE_PID", -1)  # as seen from a forked worker
+    before = dict(sources._CACHE)
+    with open_evidence(found.inputs[0].path) as fh:
+        fh.read()
+    assert all(sources._CACHE.get(k) is not v for k, v in before.items())
 
 
 def test_single_compressed_files(tmp_path):

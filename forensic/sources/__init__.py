@@ -104,9 +104,16 @@ def member_path(container_path: str, kind: str, inner: str, hint: str) -> str:
 
 _CACHE: OrderedDict[str, Any] = OrderedDict()
 _CACHE_SIZE = 8
+_CACHE_PID = os.getpid()
 
 
 def _cached(key: str, make):
+    global _CACHE_PID
+    if _CACHE_PID != os.getpid():
+        # A forked worker: the parent's open containers share file offsets
+        # with it (one open file description); open its own.
+        _CACHE.clear()
+        _CACHE_PID = os.getpid()
     obj = _CACHE.get(key)
     if obj is not None:
         _CACHE.move_to_end(key)
