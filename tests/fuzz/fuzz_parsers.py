@@ -41,6 +41,20 @@ sys.path.insert(0, str(HERE.parents[1]))  # repo root
 from fuzz.targets import Violation, check_input, mutate, seeds  # noqa: E402
 
 CASE_TIME_LIMIT = 60.0  # seconds per parser per case before it counts as a hang
+HANG_SECONDS = 300  # a case (all parsers) still running after this is reported as a hang
+
+
+class _Hang(Exception):
+    pass
+
+
+def _alarm(_signum, _frame):
+    raise _Hang
+
+
+def _watchdog() -> None:
+    import signal
+    signal.signal(signal.SIGALRM, _alarm)
 MEMORY_LIMIT_MB = 2048  # peak RSS of a fuzz process above this is a finding
 
 
@@ -51,6 +65,11 @@ def _save(out: Path, data: bytes, message: str) -> Path:
     path.write_bytes(data)
     (out / f"crash-{name}.txt").write_text(message + "\n", encoding="utf-8")
     return path
+
+
+def signal_alarm(seconds: int) -> None:
+    import signal
+    signal.alarm(seconds)
 
 
 def _rss_mb() -> int:
@@ -64,16 +83,24 @@ def _mutate_worker(args) -> tuple[int, list[tuple[str, str]], int]:
     rng = random.Random(seed * 1000 + worker)
     deadline = time.monotonic() + seconds
     cases, found = 0, []
+    _watchdog()
     while time.monotonic() < deadline:
         name = rng.choice(names)
         data = mutate(corpus[name], rng)
         if rng.random() < 0.1:  # sometimes damage twice: compound corruption
             data = mutate(data, rng)
+        signal_alarm(HANG_SECONDS)
         try:
             check_input(data, name=name.rsplit("/", 1)[-1], time_limit=CASE_TIME_LIMIT)
         except Violation as exc:
             found.append((str(_save(out, data, f"seed {name}: {exc}")), str(exc)[:300]))
+        except _Hang:
+            found.append((str(_save(out, data, f"seed {name}: hang > {HANG_SECONDS}s")), "hang"))
+        finally:
+            signal_alarm(0)
         cases += 1
+        if cases % 2000 == 0:
+            print(f"[worker {worker}] {cases} cases, {len(found)} finding(s)", flush=True)
         if _rss_mb() > MEMORY_LIMIT_MB:
             found.append((str(_save(out, data, f"seed {name}: peak RSS {_rss_mb()} MB")), "memory"))
             break
@@ -145,6 +172,7 @@ def _engine_worker(args) -> tuple[int, list[tuple[str, str]], int]:
     rng = random.Random(seed * 1000 + worker)
     deadline = time.monotonic() + seconds
     cases, found = 0, []
+    _watchdog()
     while time.monotonic() < deadline:
         tmp = Path(tempfile.mkdtemp(prefix="fuzz-engine-"))
         try:
@@ -157,6 +185,7 @@ def _engine_worker(args) -> tuple[int, list[tuple[str, str]], int]:
             output = tmp / "out" / "t.jsonl"
             output.parent.mkdir()
             problems = []
+            signal_alarm(HANG_SECONDS)
             try:
                 result = run_timeline(RunOptions(paths=[str(ev)], output=str(output), fmt="jsonl", workers=1,
                                                  parser_options={"evtx_engine": rng.choice(["rust", "python"])},
@@ -170,8 +199,12 @@ def _engine_worker(args) -> tuple[int, list[tuple[str, str]], int]:
                 if m["totals"]["events"] != result.rows:
                     problems.append(f"{m['totals']['events']} events but {result.rows} rows")
                 build_findings(str(output))
+            except _Hang:
+                problems.append(f"hang > {HANG_SECONDS}s")
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"run raised {type(exc).__name__}: {exc}")
+            finally:
+                signal_alarm(0)
             if problems:
                 keep = out / f"engine-{hashlib.sha256(repr(problems).encode()).hexdigest()[:12]}"
                 if not keep.exists():
@@ -181,6 +214,8 @@ def _engine_worker(args) -> tuple[int, list[tuple[str, str]], int]:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         cases += 1
+        if cases % 200 == 0:
+            print(f"[worker {worker}] {cases} runs, {len(found)} finding(s)", flush=True)
         if _rss_mb() > MEMORY_LIMIT_MB:
             found.append(("-", f"peak RSS {_rss_mb()} MB"))
             break
