@@ -206,5 +206,8 @@ class _TestKill:
         return self.fn(task)
 
 
-def make_executor(workers: int) -> Executor:
+def make_executor(workers: int, scheduler: str | None = None) -> Executor:
+    if scheduler:  # Dask distributed: "local" or tcp://host:port (forensic.executor_dask)
+        from forensic.executor_dask import DaskExecutor
+        return DaskExecutor(scheduler, workers)
     return SerialExecutor() if workers <= 1 else ProcessPoolExecutor(workers)
