@@ -14,8 +14,10 @@ times, over the same file:
 * ``framing``: :class:`parsers.default_trace.TraceReader`, records framed and
   checked, no decoding (what ``prescan`` does, minus the token walk);
 * ``records``: framing plus the token walk of every record;
-* ``parser``: ``PARSER.parse`` to timeline events (decoding, names,
-  repeated-data cache, message classification).
+* ``parser``: ``PARSER.parse`` to timeline rows (``EventColumns`` blocks:
+  decoding, names, repeated-data cache, message classification);
+* ``engine``: the parser plus the engine's per-input finishing (rules, UTC
+  times, Arrow batches), as ``bench/run.py`` measures it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from forensic.model import Event  # noqa: E402
+from forensic.model import Event, EventColumns  # noqa: E402
 from parsers import trc_layout as L  # noqa: E402
 from parsers.base import Source  # noqa: E402
 from parsers.default_trace import PARSER, TraceReader  # noqa: E402
@@ -155,7 +157,23 @@ def main() -> None:
     _time("bare walk", size, lambda: f"{bare_walk(path)} tokens")
     _time("framing", size, lambda: framing(False))
     _time("records", size, lambda: framing(True))
-    _time("parser", size, lambda: f"{sum(1 for e in PARSER.parse(src) if isinstance(e, Event))} events")
+    _time("parser", size, lambda: f"{rows(PARSER.parse(src))} events")
+    _time("engine", size, lambda: f"{engine_pass(path)} rows")
+
+
+def rows(items) -> int:
+    return sum(len(i) if isinstance(i, EventColumns) else isinstance(i, Event) for i in items)
+
+
+def engine_pass(path: Path) -> int:
+    """Parse and finish one input as a worker does (no spilling)."""
+    from forensic.pipeline import InputReport, ParseTask, iter_input_batches
+    from forensic.timezones import TimeContext
+    task = ParseTask(path=str(path), display_path=str(path), root=str(path.parent), size=path.stat().st_size,
+                     sha256="0" * 64, parser_name="default_trace", host="BENCH01", instance="SQL2019",
+                     time_context=TimeContext.build([], None))
+    report = InputReport(str(path), str(path), "default_trace")
+    return sum(b.num_rows for b in iter_input_batches(task, report))
 
 
 if __name__ == "__main__":

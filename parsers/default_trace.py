@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import struct
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,12 +38,12 @@ from typing import Any, BinaryIO
 
 from construct import ConstructError
 
-from forensic.model import Event, InputEvidence, ParseWarning
+from forensic.model import Event, EventColumns, InputEvidence, ParseWarning
 from parsers import trc_layout as L
 from parsers import trc_names as N
 from parsers.base import Source
 from parsers.errorlog import RECORD_START, prescan_errorlog, split_record
-from parsers.sqlmessages import classify
+from parsers.sqlmessages import MessageMatch, classify
 
 SOURCE = "default_trace"
 TIMESTAMP_DESC = "Trace Event Start"
@@ -598,6 +599,32 @@ def _message_body(text: str) -> tuple[str, dict[str, Any], int | None]:
     return body, extra, number
 
 
+MESSAGE_CACHE_CHARS = 4000  # longer message texts are not kept in the cache
+
+
+def _message_event(text: str, error: int | None) -> tuple[tuple[tuple[str, Any], ...], MessageMatch | None, str | None]:
+    """(extra attributes, catalogue match, message detail) of a message event's TextData.
+
+    The ERRORLOG timestamp at the start of the text is the only part that
+    changes from line to line, so the rest is classified once (cached).
+    """
+    text = text.strip()
+    record = RECORD_START.match(text) is not None
+    rest = text[23:] if record else text  # the timestamp is always 22 characters and a space
+    if len(rest) > MESSAGE_CACHE_CHARS:
+        return _message_event_rest.__wrapped__(rest, record, error)
+    return _message_event_rest(rest, record, error)
+
+
+@lru_cache(maxsize=4096)
+def _message_event_rest(rest: str, record: bool, error: int | None
+                        ) -> tuple[tuple[tuple[str, Any], ...], MessageMatch | None, str | None]:
+    # The same text as _message_body() sees it: any 22-character timestamp gives the same split.
+    body, extra, number = _message_body("0000-00-00 00:00:00.00 " + rest if record else rest)
+    match = classify(body, number if number is not None else error)
+    return tuple(extra.items()), match, _short(body) if body else None
+
+
 def _short(text: str) -> str:
     """First line of a text, cut to MESSAGE_TEXT_LIMIT (the full text stays in attributes)."""
     line = text[:MESSAGE_TEXT_LIMIT * 2].strip().partition("\n")[0].rstrip("\r")
@@ -749,37 +776,301 @@ def header_facts(header: TraceHeader) -> dict[str, Any]:
 # --- events -------------------------------------------------------------------
 
 
+# Per-column decoding tables for the hot loop, indexed by column id (a list
+# lookup, not a dict): the kind of decoding, the attribute key, and the
+# decoder of the kinds that are not inlined.
+_K_BAIL, _K_INT, _K_TEXT, _K_START, _K_FUNC = 0, 1, 2, 3, 4
+_TABLE_SIZE = 256  # column ids at or above this (never written by a server) take the general path
+_KINDS = [_K_BAIL] * _TABLE_SIZE
+_KEYS: list[str] = [f"column_{cid}" for cid in range(_TABLE_SIZE)]
+_FUNCS: list[Any] = [_hex] * _TABLE_SIZE
+for _cid in range(1, _TABLE_SIZE):  # id 0 is zero bytes: damage, judged by the general path
+    _KINDS[_cid] = _K_FUNC
+for _cid, _kind in N.COLUMN_TYPES.items():
+    _KEYS[_cid] = N.COLUMN_KEYS[_cid]
+    _FUNCS[_cid] = _DECODERS[_cid]
+    _KINDS[_cid] = {N.INT: _K_INT, N.BIGINT: _K_INT, N.TEXT: _K_TEXT}.get(_kind, _K_FUNC)
+_KINDS[N.C_START] = _K_START  # kept raw: it becomes local_text
+_START_KEY = _KEYS[N.C_START]
+_I16, _I32, _I64 = struct.Struct("<h").unpack_from, struct.Struct("<i").unpack_from, struct.Struct("<q").unpack_from
+_SYSTEMTIME = L.SYSTEMTIME.unpack
+_TIME_FORMAT = "%04d-%02d-%02d %02d:%02d:%02d.%03d"
+
+TEXT_CACHE_MAX_BYTES = 512  # short text values (names, hosts, logins) repeat; long ones rarely do
+TEXT_CACHE_ENTRIES = 50_000
+REPEAT_CACHE_KEYS = 100_000  # distinct repeated-data keys (SPIDs); a crafted header could make it grow
+BLOCK_ROWS = 10_000
+
+
+@lru_cache(maxsize=1024)
+def _repeated_ids(data: bytes) -> tuple[tuple[int, str], ...]:
+    """A 0xFFF3 payload -> ((column id, attribute key), ...)."""
+    ids = [int.from_bytes(data[i:i + 2], "little") for i in range(0, len(data) - 1, 2)]
+    return tuple((cid, N.COLUMN_KEYS.get(cid) or f"column_{cid}") for cid in ids)
+
+
+@lru_cache(maxsize=4096)
+def _class_info(event_class: int, subclass: int | None) -> tuple[str, str | None, str, str]:
+    """(event class name, subclass name, event_type, message head)."""
+    name = N.event_name(event_class)
+    sub_name = N.subclass_name(event_class, subclass)
+    return name, sub_name, N.event_type(event_class, subclass), name + (f" ({sub_name})" if sub_name else "")
+
+
+@lru_cache(maxsize=4096)
+def _object_type(raw_type: int) -> tuple[str | None, str | None]:
+    code = N.object_type_code(raw_type)
+    return code, (N.OBJECT_TYPE_NAMES.get(code, code) if code else None)
+
+
+def _valid_time(fields: tuple[int, ...]) -> bool:
+    year, month, _weekday, day, hour, minute, second, ms = fields
+    if 0 < year <= 9999 and 0 < month <= 12 and 0 < day <= 28 and hour < 24 and minute < 60 and second < 60 \
+            and ms < 1000:
+        return True
+    return L.systemtime_datetime(fields) is not None
+
+
 class _Decoder:
-    """Turns raw records into timeline events for one file."""
+    """Turns one file's records into timeline rows.
+
+    Rows go into :class:`EventColumns` blocks.  The hot loop (:meth:`_fast`)
+    frames, walks and decodes the common record (a well-formed event record
+    with column tokens and at most one 0xFFF3 list) in one pass over the read
+    window; any other record (control records, damage, special tokens,
+    duplicate columns, a bad StartTime, unresolved repeated data) goes through
+    :class:`TraceReader`'s general path and :meth:`raw_record`, which give the
+    same row for a well-formed record.  Rows whose time cannot be given as
+    local text (bad or missing StartTime) are yielded as single events.
+    """
 
     def __init__(self, header: TraceHeader):
         self.header = header
-        self.host, self.instance = split_server_name(header.server_name)
         # Key of the repeated-data cache (SPID in every known server file).
         base = header.repeat_base
         self.key_column = base if base in N.COLUMNS else N.C_SPID
-        self.cache: dict[bytes, dict[int, bytes]] = {}
+        # key column value (raw bytes) -> attribute key -> decoded value
+        # (StartTime raw): what the last event of that key said.
+        self.cache: dict[bytes, dict[str, Any]] = {}
+        self.texts: dict[bytes, str] = {}
         self.unresolved = 0
         self.first_unresolved: int | None = None
         self.resolved = 0
+        self.records = 0  # event rows made
+        self._new_block()
 
-    def resolve(self, rec: RawRecord) -> tuple[list[int], list[int]]:
-        """Apply 0xFFF3 from the per-key cache, then remember this record's values."""
-        columns = rec.columns
-        key = columns.get(self.key_column)
+    # blocks -------------------------------------------------------------------
+
+    def _new_block(self) -> None:
+        self.block = EventColumns(source=SOURCE, timestamp_desc=TIMESTAMP_DESC)
+        b = self.block
+        self._appends = (b.event_type.append, b.event_id.append, b.message.append, b.local_text.append,
+                         b.source_record.append, b.user.append, b.database.append, b.object_name.append,
+                         b.object_type.append, b.attributes.append)
+
+    def take_block(self) -> EventColumns | None:
+        block = self.block
+        if not len(block):
+            return None
+        self._new_block()
+        return block
+
+    # the whole file ---------------------------------------------------------------
+
+    def run(self, reader: TraceReader) -> Iterator[EventColumns | Event | ParseWarning]:
+        pos: int | None = L.HEADER_SIZE
+        while pos is not None:
+            if reader._skip_start is None:
+                pos = self._fast(reader, pos)
+                if len(self.block) >= BLOCK_ROWS:
+                    yield self.take_block()  # type: ignore[misc]
+                    continue
+            # One step of the general path: a record the hot loop left, damage, padding.
+            step = reader._step(pos)
+            while True:
+                try:
+                    item = next(step)
+                except StopIteration as stop:
+                    pos = stop.value
+                    break
+                if isinstance(item, ParseWarning):
+                    yield item
+                elif not item.is_control:
+                    single = self.raw_record(item)
+                    if single and isinstance(single[-1], Event):
+                        block = self.take_block()  # file order: the rows before it first
+                        if block is not None:
+                            yield block
+                    yield from single
+        if reader._skip_start is not None:
+            yield reader._end_skip(reader.data_end if reader.data_end is not None else reader.win.size)
+        block = self.take_block()
+        if block is not None:
+            yield block
+
+    def _fast(self, reader: TraceReader, pos: int) -> int:
+        """Read well-formed event records from ``pos`` until one needs the general
+        path or the block is full; returns where reading goes on."""
+        win = reader.win
+        buf, base = win.buf, win.base
+        blen = len(buf)
+        begin, head, long_len = L.BEGIN_TOKEN.unpack_from, _unpack_head, _unpack_long
+        kinds, keys, funcs = _KINDS, _KEYS, _FUNCS
+        i32, i64, utf16 = _I32, _I64, _utf16_decode
+        texts = self.texts
+        cache = self.cache
+        key_column = self.key_column
+        finish = self._row
+        (add_type, add_id, add_message, add_time, add_record, add_user, add_database, add_name, add_otype,
+         add_attrs) = self._appends
+        rows = BLOCK_ROWS - len(self.block)
+        while rows > 0:
+            rel = pos - base
+            if rel + 9 > blen:
+                win.ensure(pos, pos + 9)
+                buf, base = win.buf, win.base
+                blen, rel = len(buf), pos - base
+                if rel + 9 > blen:
+                    return pos
+            tid, n, event_class, length = begin(buf, rel)
+            if tid != 0xFFF6 or n != 6 or event_class >= L.CONTROL_CLASS_MIN or length > MAX_RECORD_LENGTH:
+                return pos
+            p = rel + 9
+            end = p + length
+            if end > blen:
+                if base + end > win.size:
+                    return pos
+                win.ensure(pos, base + end + 3)
+                buf, base = win.buf, win.base
+                blen, rel = len(buf), pos - base
+                p, end = rel + 9, rel + 9 + length
+                if end > blen:
+                    return pos
+            attrs: dict[str, Any] = {}
+            repeated = key = None
+            count = 0
+            while p < end:
+                if p + 3 > end:
+                    return pos
+                tid, n = head(buf, p)
+                if n == 0xFF:
+                    if p + 7 > end:
+                        return pos
+                    n = long_len(buf, p + 3)[0]
+                    if n > L.MAX_VALUE_LENGTH:
+                        return pos
+                    d = p + 7
+                else:
+                    d = p + 3
+                q = d + n
+                if q > end:
+                    return pos
+                if tid < 256:
+                    kind = kinds[tid]
+                    if kind == 1:  # int
+                        if n == 4:
+                            value: Any = i32(buf, d)[0]
+                        elif n == 8:
+                            value = i64(buf, d)[0]
+                        else:
+                            value = _int(buf[d:q])
+                    elif kind == 2:  # text
+                        raw = buf[d:q]
+                        value = texts.get(raw)
+                        if value is None:
+                            value = utf16(raw, "replace")[0]
+                            if n <= TEXT_CACHE_MAX_BYTES:
+                                if len(texts) >= TEXT_CACHE_ENTRIES:
+                                    texts.clear()
+                                texts[raw] = value
+                    elif kind == 3:  # StartTime, decoded with the row
+                        value = buf[d:q]
+                    elif kind == 4:
+                        value = funcs[tid](buf[d:q])
+                    else:
+                        return pos
+                    if tid == key_column:
+                        key = buf[d:q]
+                    attrs[keys[tid]] = value
+                    count += 1
+                elif tid == 0xFFF3 and repeated is None:
+                    repeated = buf[d:q]
+                else:
+                    return pos  # special tokens, a second 0xFFF3, odd ids: the general path
+                p = q
+            if count != len(attrs):
+                return pos  # a column twice: the general path keeps both
+            resolved = missing = None
+            if repeated is not None:
+                known = cache.get(key) if key is not None else None
+                resolved, missing = [], []
+                for cid, name in _repeated_ids(repeated):
+                    if name in attrs:
+                        continue  # an explicit value always wins
+                    if known is not None and name in known:
+                        attrs[name] = known[name]
+                        resolved.append(name)
+                    else:
+                        missing.append(cid)
+                if missing:
+                    return pos  # reported by the general path
+            start = attrs.get(_START_KEY)
+            if start is None or len(start) != 16:
+                return pos
+            fields = _SYSTEMTIME(start)
+            if not (0 < fields[0] <= 9999 and 0 < fields[1] <= 12 and 0 < fields[3] <= 28 and fields[4] < 24
+                    and fields[5] < 60 and fields[6] < 60 and fields[7] < 1000) and not _valid_time(fields):
+                return pos
+            # The record is kept: from here on nothing can send it back.
+            if key is not None:
+                known = cache.get(key)
+                if known is None:
+                    if len(cache) >= REPEAT_CACHE_KEYS:
+                        cache.clear()
+                    cache[key] = attrs.copy()
+                else:
+                    known.update(attrs)
+            del attrs[_START_KEY]
+            if resolved:
+                self.resolved += len(resolved)
+            kind, message, user, database, object_name, object_type = finish(event_class, pos, attrs, resolved)
+            add_type(kind)
+            add_id(event_class)
+            add_message(message)
+            add_time(_TIME_FORMAT % (fields[0], fields[1], *fields[3:]))
+            add_record(reader.index)
+            add_user(user)
+            add_database(database)
+            add_name(object_name)
+            add_otype(object_type)
+            add_attrs(attrs)
+            reader.index += 1
+            pos = base + end
+            rows -= 1
+        return pos
+
+    # the general path -----------------------------------------------------------------
+
+    def _resolve(self, rec: RawRecord, attrs: dict[str, Any]) -> tuple[list[str], list[int]]:
+        """Apply 0xFFF3 from the per-key cache, then remember this record's values:
+        (keys of the resolved columns, ids of the missing ones)."""
+        key = rec.columns.get(self.key_column)
         known = self.cache.get(key) if key is not None else None
         resolved, missing = [], []
         for cid in rec.repeated:
-            if cid in columns:
+            name = N.COLUMN_KEYS.get(cid) or f"column_{cid}"
+            if name in attrs:
                 continue  # an explicit value always wins
-            if known is not None and cid in known:
-                columns[cid] = known[cid]
-                resolved.append(cid)
+            if known is not None and name in known:
+                attrs[name] = known[name]
+                resolved.append(name)
             else:
                 missing.append(cid)
         if key is not None:
             # Resolved values equal the cached ones, so updating with all is safe.
-            self.cache.setdefault(key, {}).update(columns)
+            if key not in self.cache and len(self.cache) >= REPEAT_CACHE_KEYS:
+                self.cache.clear()
+            self.cache.setdefault(key, {}).update(attrs)
         self.resolved += len(resolved)
         if missing:
             self.unresolved += len(missing)
@@ -787,54 +1078,82 @@ class _Decoder:
                 self.first_unresolved = rec.index
         return resolved, missing
 
-    def event(self, rec: RawRecord) -> Iterator[Event | ParseWarning]:
-        resolved, missing = self.resolve(rec)  # also when nothing is repeated: it feeds the cache
-        ec = rec.event_class
-        decoder, keys = _DECODERS.get, N.COLUMN_KEYS.get
-        values: dict[int, Any] = {}
+    def raw_record(self, rec: RawRecord) -> list[Event | ParseWarning]:
+        """A record framed by the general path: its row goes to the block; a row
+        that cannot be a block row comes back as an event (with its warning)."""
+        attrs: dict[str, Any] = {}
         for cid, raw in rec.columns.items():
-            if cid != N.C_START:  # StartTime becomes local_time/local_text below
-                f = decoder(cid)
-                values[cid] = f(raw) if f is not None else raw.hex()
-        attrs: dict[str, Any] = {keys(cid) or f"column_{cid}": v for cid, v in values.items()}
-        subclass = values.get(N.C_SUBCLASS) if isinstance(values.get(N.C_SUBCLASS), int) else None
-        name = N.event_name(ec)
-        sub_name = N.subclass_name(ec, subclass)
-        kind = N.event_type(ec, subclass)
-        raw_type = values.get(N.C_OBJECT_TYPE)
-        object_type = N.object_type_code(raw_type) if isinstance(raw_type, int) else None
-        user = values.get(N.C_LOGIN) or values.get(N.C_SESSION_LOGIN) or None
-        database = values.get(N.C_DATABASE) or None
-        object_name = (values.get(N.C_OBJECT_NAME) or values.get(N.C_TARGET_LOGIN)
-                       or values.get(N.C_FILE) or None)
-        text = values.get(N.C_TEXT)
-
-        attrs["event_class_name"] = name
-        if sub_name:
-            attrs["event_subclass_name"] = sub_name
-        if object_type:
-            attrs["object_type_name"] = N.OBJECT_TYPE_NAMES.get(object_type, object_type)
-        if object_name and database:
-            # One field for rules that need database and name together.
-            attrs["qualified_name"] = f"{database}.{object_name}"
-        if resolved:
-            attrs["repeated_columns"] = _column_keys(tuple(resolved))
-        if missing:
-            attrs["unresolved_repeated_columns"] = _column_keys(tuple(missing))
+            attrs[N.COLUMN_KEYS.get(cid) or f"column_{cid}"] = raw if cid == N.C_START else decode_value(cid, raw)
+        resolved, missing = self._resolve(rec, attrs)  # also when nothing is repeated: it feeds the cache
+        start_raw = attrs.pop(_START_KEY, None)
+        out: list[Event | ParseWarning] = []
+        local_text = None
+        time_ok = False
+        if start_raw is not None and len(start_raw) == 16:
+            fields = _SYSTEMTIME(start_raw)
+            local_text = L.format_systemtime(fields)
+            time_ok = _valid_time(fields)
+            if not time_ok:
+                attrs["start_time_raw"] = start_raw.hex()
+                out.append(ParseWarning(f"record {rec.index} at 0x{rec.offset:x}: StartTime {local_text} is not a"
+                                        " valid date; event kept without a time", f"offset 0x{rec.offset:x}",
+                                        lost_records=0, damaged=True))
+        elif start_raw is not None:
+            attrs["start_time_raw"] = start_raw.hex()
         for tid, data in rec.specials:
             attrs.setdefault("special_tokens", []).append(
                 {"id": f"0x{tid:04x}", "name": L.SPECIAL_NAMES.get(tid, "unknown"), "data": data.hex()})
         if rec.duplicates:
             attrs["duplicate_columns"] = [{"column": c, "data": d.hex()} for c, d in rec.duplicates]
-        attrs["offset"] = rec.offset
+        if missing:
+            attrs["unresolved_repeated_columns"] = _column_keys(tuple(missing))
+        kind, message, user, database, object_name, object_type = self._row(rec.event_class, rec.offset, attrs,
+                                                                             resolved)
+        if time_ok:
+            for add, value in zip(self._appends, (kind, rec.event_class, message, local_text, rec.index, user,
+                                                  database, object_name, object_type, attrs), strict=True):
+                add(value)
+            return out
+        # No readable time: a single event (the engine says how its time is missing).
+        out.append(Event(source=SOURCE, event_type=kind, message=message, timestamp_desc=TIMESTAMP_DESC,
+                         local_text=local_text, event_id=rec.event_class, user=user, database=database,
+                         object_name=object_name, object_type=object_type, source_record=rec.index,
+                         attributes=attrs))
+        return out
 
-        detail = None
-        is_message = isinstance(text, str) and (ec in MESSAGE_EVENTS or ec == LOGIN_FAILED)
-        if is_message:
-            body, extra, number = _message_body(text)
+    # one row ------------------------------------------------------------------------
+
+    def _row(self, ec: int, offset: int, attrs: dict[str, Any], resolved: list[str] | None) -> tuple:
+        """Name, classify and describe a record's decoded columns (``attrs``, completed
+        in place): (event_type, message, user, database, object_name, object_type)."""
+        sub = attrs.get("event_sub_class")
+        name, sub_name, kind, message = _class_info(ec, sub if type(sub) is int else None)
+        raw_type = attrs.get("object_type")
+        object_type = type_name = None
+        if type(raw_type) is int:
+            object_type, type_name = _object_type(raw_type)
+        user = attrs.get("login_name") or attrs.get("session_login_name") or None
+        database = attrs.get("database_name") or None
+        object_name = attrs.get("object_name") or attrs.get("target_login_name") or attrs.get("file_name") or None
+        text = attrs.get("text_data")
+        role, client, app = attrs.get("role_name"), attrs.get("host_name"), attrs.get("application_name")
+
+        attrs["event_class_name"] = name
+        if sub_name:
+            attrs["event_subclass_name"] = sub_name
+        if type_name:
+            attrs["object_type_name"] = type_name
+        if object_name and database:
+            # One field for rules that need database and name together.
+            attrs["qualified_name"] = f"{database}.{object_name}"
+        if resolved:
+            attrs["repeated_columns"] = resolved
+        attrs["offset"] = offset
+
+        if type(text) is str and (ec in MESSAGE_EVENTS or ec == LOGIN_FAILED):
+            error = attrs.get("error")
+            extra, match, detail = _message_event(text, error if type(error) is int else None)
             attrs.update(extra)
-            error = values.get(N.C_ERROR)
-            match = classify(body, number if number is not None else error if isinstance(error, int) else None)
             if match is not None:
                 if ec != LOGIN_FAILED:
                     kind = match.event_type
@@ -845,60 +1164,25 @@ class _Decoder:
                 user = match.user or user
                 database = match.database or database
                 attrs.update(match.attributes)
-            detail = body
-        elif isinstance(text, str):
-            detail = text
-
-        when, local_text = None, None
-        start_raw = rec.columns.get(N.C_START)
-        if start_raw is not None and len(start_raw) == 16:
-            fields = L.SYSTEMTIME.unpack(start_raw)
-            when = L.systemtime_datetime(fields)
-            local_text = L.format_systemtime(fields)
-            if when is None:
-                attrs["start_time_raw"] = start_raw.hex()
-                yield ParseWarning(f"record {rec.index} at 0x{rec.offset:x}: StartTime {local_text} is not a"
-                                   " valid date; event kept without a time", f"offset 0x{rec.offset:x}",
-                                   lost_records=0, damaged=True)
-        elif start_raw is not None:
-            attrs["start_time_raw"] = start_raw.hex()
-
-        message = name + (f" ({sub_name})" if sub_name else "")
-        if is_message:
-            pass  # the message text below names what the event is about
-        elif object_name:
-            message += (f" {object_type}" if object_type else "") + (
-                f" {database}.{object_name}" if database else f" {object_name}")
-        elif database:
-            message += f" {database}"
-        if values.get(N.C_ROLE):
-            message += f" role {values[N.C_ROLE]}"
+            # The message text names what the event is about.
+        else:
+            detail = _short(text) if type(text) is str and text else None
+            if object_name:
+                message += (f" {object_type}" if object_type else "") + (
+                    f" {database}.{object_name}" if database else f" {object_name}")
+            elif database:
+                message += f" {database}"
+        if role:
+            message += f" role {role}"
         if user:
             message += f" by {user}"
-        if values.get(N.C_HOST):
-            message += f" from {values[N.C_HOST]}"
-        if values.get(N.C_APP):
-            message += f" via {values[N.C_APP]}"
-        if detail:
-            message += f": {_short(detail)}"
-
-        yield Event(
-            source=SOURCE,
-            event_type=kind,
-            message=message,
-            timestamp_desc=TIMESTAMP_DESC,
-            local_time=when,
-            local_text=local_text,
-            event_id=ec,
-            host=self.host,
-            instance=self.instance,
-            user=user,
-            database=database,
-            object_name=object_name,
-            object_type=object_type,
-            source_record=rec.index,
-            attributes=attrs,
-        )
+        if client:
+            message += f" from {client}"
+        if app:
+            message += f" via {app}"
+        if detail is not None:
+            message += f": {detail}"
+        return kind, message, user, database, object_name, object_type
 
 
 # --- the parser object ----------------------------------------------------------
@@ -954,7 +1238,11 @@ class DefaultTraceParser:
         return InputEvidence(host=host, instance=instance, facts=facts,
                              anchors=_errorlog_anchors(errorlog_lines, src))
 
-    def parse(self, src: Source, options: Mapping[str, Any] | None = None) -> Iterator[Event | ParseWarning]:
+    def parse(self, src: Source, options: Mapping[str, Any] | None = None
+              ) -> Iterator[EventColumns | Event | ParseWarning]:
+        """Timeline rows as :class:`EventColumns` blocks (file order); a row without a
+        readable StartTime comes as a single :class:`Event`.  Host and instance are
+        the engine's (from :meth:`prescan`'s server name)."""
         try:
             stream = src.open()
         except OSError as exc:
@@ -968,11 +1256,7 @@ class DefaultTraceParser:
                 return
             assert reader.header is not None
             decoder = _Decoder(reader.header)
-            for item in reader.records():
-                if isinstance(item, ParseWarning):
-                    yield item
-                elif not item.is_control:
-                    yield from decoder.event(item)
+            yield from decoder.run(reader)
         if decoder.unresolved:
             yield ParseWarning(
                 f"{decoder.unresolved} repeated-data value(s) could not be resolved (first in record"

@@ -8,18 +8,28 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from construct import GreedyRange
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trc_builder import T0, ServerTrace, object_event, session, source
 
-from forensic.model import Event, ParseWarning
+from forensic import pipeline
+from forensic.model import Event, EventColumns, ParseWarning, expand
 from forensic.rules import RULES_DIR, RuleSet, load_rules
-from parsers import sniff
+from forensic.timezones import TimeContext
+from parsers import default_trace, sniff
 from parsers import trc_layout as L
 from parsers.base import Source
-from parsers.default_trace import PARSER, TraceReader, rollover_order, rollover_sort_key, split_server_name
+from parsers.default_trace import (
+    PARSER,
+    TraceReader,
+    _Decoder,
+    rollover_order,
+    rollover_sort_key,
+    split_server_name,
+)
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures-public" / "trc"
 RULES = RuleSet(load_rules([RULES_DIR]))
@@ -43,11 +53,16 @@ def sample(name: str) -> Source:
 
 
 def run(src: Source) -> tuple[list[Event], list[ParseWarning]]:
+    """Events and warnings as the engine sees them: blocks expanded, host and
+    instance from the first pass (the engine's attribution), rules applied."""
+    evidence = PARSER.prescan(src)
     events, warnings = [], []
-    for item in PARSER.parse(src):
+    for item in expand(PARSER.parse(src)):
         (events if isinstance(item, Event) else warnings).append(item)
         assert isinstance(item, Event | ParseWarning)
     for event in events:
+        assert event.host is None and event.instance is None  # the engine's to fill
+        event.host, event.instance = evidence.host, evidence.instance
         RULES.apply(event)
     return events, warnings
 
@@ -598,7 +613,115 @@ def test_bad_time_keeps_the_event():
         year=2024, month=13, day=40, hour=0, minute=0, second=0, millisecond=0))})
     events, warnings = run(source(trace.file()))
     assert len(events) == 1 and events[0].local_time is None and "start_time_raw" in events[0].attributes
+    assert events[0].local_text == "2024-13-40 00:00:00.000"  # as written
     assert damage(warnings) == (True, 0)
+
+
+def test_rows_without_a_time_come_as_single_events_in_file_order():
+    trace = ServerTrace()
+    trace.event(46, object_event("U", "before", "AppDB", 1), seconds=1)
+    trace.event(46, {**object_event("U", "zero", "AppDB", 1), 14: bytes(16)}, seconds=2)
+    trace.event(46, {**object_event("U", "short", "AppDB", 1), 14: b"\x01\x02"}, seconds=3)
+    trace.event(46, object_event("U", "after", "AppDB", 1), seconds=4)
+    items = list(PARSER.parse(source(trace.file())))
+    kinds = [type(i).__name__ for i in items]
+    assert kinds == ["EventColumns", "ParseWarning", "Event", "Event", "EventColumns"]
+    events = [e for e in expand(items) if isinstance(e, Event)]
+    assert [e.object_name for e in events] == ["before", "zero", "short", "after"]
+    assert [e.local_text for e in events] == ["2024-03-05 14:02:12.123", "0000-00-00 00:00:00.000", None,
+                                              "2024-03-05 14:02:15.123"]
+    assert events[2].attributes["start_time_raw"] == "0102"
+    offset = L.HEADER_SIZE + sum(len(r) for r in trace.records[:2])
+    assert "not a valid date" in items[1].message and items[1].position == f"offset 0x{offset:x}"
+
+
+# --- the hot loop, the general path and the engine ---------------------------------------
+
+
+def _general_path_only(monkeypatch) -> None:
+    """Send every record through TraceReader's general path."""
+    monkeypatch.setattr(_Decoder, "_fast", lambda self, reader, pos: pos)
+
+
+def _items(src: Source) -> list[tuple]:
+    out = []
+    for item in expand(PARSER.parse(src)):
+        if isinstance(item, Event):
+            out.append(("event", {k: getattr(item, k) for k in item.__slots__}))
+        else:
+            out.append(("warning", item.message, item.position, item.lost_records, item.damaged))
+    return out
+
+
+def _fixtures() -> dict[str, bytes]:
+    trace, offsets = three_events()
+    data = trace.data()
+    fixtures = {"persistence": persistence_trace().file(), "three": data,
+                "truncated": data[:offsets[3] + 40], "garbage": data[:offsets[2]] + bytes(range(1, 200)) + data[
+                    offsets[2]:], "zeros": data[:offsets[2]] + bytes(512) + data[offsets[2]:]}
+    for name in SAMPLE_COUNTS:
+        path = SAMPLES / name
+        if path.exists():
+            fixtures[name] = path.read_bytes()
+    return fixtures
+
+
+@pytest.mark.parametrize("name", list(_fixtures()))
+def test_hot_loop_and_general_path_give_the_same_rows(name, monkeypatch):
+    src = source(_fixtures()[name])
+    calls = []
+    general = _Decoder.raw_record
+    monkeypatch.setattr(_Decoder, "raw_record", lambda self, rec: calls.append(rec.index) or general(self, rec))
+    fast = _items(src)
+    events = sum(1 for i in fast if i[0] == "event")
+    assert events
+    if name not in ("storageemulatortracer_trace.trc", "yoursqldba_trace.trc"):
+        # Server-style records all take the hot loop (Profiler files begin with unresolvable 0xFFF3).
+        assert len(calls) < events / 2
+    _general_path_only(monkeypatch)
+    assert _items(src) == fast
+
+
+def test_block_boundaries_change_nothing(monkeypatch):
+    src = source(_fixtures()["persistence"])
+    whole = _items(src)
+    monkeypatch.setattr(default_trace, "BLOCK_ROWS", 3)
+    blocks = [i for i in PARSER.parse(src) if isinstance(i, EventColumns)]
+    assert len(blocks) > 3 and max(len(b) for b in blocks) <= 3
+    assert _items(src) == whole
+
+
+def test_engine_flags_the_same_rows_and_keeps_the_rest_columnar(tmp_path, monkeypatch):
+    data = persistence_trace().file()
+    path = tmp_path / "log.trc"
+    path.write_bytes(data)
+    task = pipeline.ParseTask(path=str(path), display_path=str(path), root=str(tmp_path), size=len(data),
+                              sha256="0" * 64, parser_name="default_trace", host="WS01", instance="SQL2019",
+                              time_context=TimeContext.build([], None))
+    report = pipeline.InputReport(str(path), str(path), "default_trace")
+    taken: list[Event] = []
+    needing = pipeline.columns_needing_events
+
+    def spy(cols, task, rules):
+        events = list(needing(cols, task, rules))
+        taken.extend(events)
+        return iter(events)
+
+    monkeypatch.setattr(pipeline, "columns_needing_events", spy)
+    table = pa.Table.from_batches(list(pipeline.iter_input_batches(task, report)))
+    events, _ = run(source(data))
+    assert table.num_rows == len(events) == report.events and not report.errors
+    rows = dict(zip(table["source_record"].to_pylist(), table.to_pylist(), strict=True))
+    for event in events:
+        row = rows[event.source_record]
+        assert row["flags"] == event.flags
+        assert (row["host"], row["instance"], row["message"], row["local_time"]) == \
+            (event.host, event.instance, event.message, event.local_text)
+        assert json.loads(row["attributes"]) == event.attributes
+    flagged = {e.source_record for e in events if e.flags}
+    assert flagged and flagged <= {e.source_record for e in taken}
+    # Rows no rule can fire on (statistics, system tables, plain DDL) stay columnar.
+    assert len(taken) < len(events) - 3
 
 
 def test_crafted_candidate_storm_stays_linear():
@@ -630,7 +753,7 @@ def test_streams_in_bounded_reads():
             return super().read(n)
 
     src = Source("/e/log.trc", len(data), lambda: Spy(data))
-    count = sum(1 for item in PARSER.parse(src) if isinstance(item, Event))
+    count = sum(len(item) for item in PARSER.parse(src) if isinstance(item, EventColumns))
     assert count == 60000
     assert reads and max(reads) <= 4 << 20 and -1 not in reads
 
@@ -640,7 +763,7 @@ def test_streams_in_bounded_reads():
 
 def _check(data: bytes) -> None:
     src = source(data)
-    for item in PARSER.parse(src):
+    for item in expand(PARSER.parse(src)):
         assert isinstance(item, Event | ParseWarning)
         if isinstance(item, Event):
             json.dumps(item.attributes)
