@@ -78,6 +78,28 @@ def _check_output(output: str, paths: list[str], force: bool) -> None:
         raise usage_error(f"output folder {parent!r} is not writable")
 
 
+def _check_scheduler(scheduler: str) -> None:
+    from forensic.executor_dask import INSTALL_HINT, dask_available
+
+    if scheduler != "local" and "://" not in scheduler and ":" not in scheduler:
+        raise usage_error(f"--scheduler {scheduler!r}: give tcp://HOST:PORT (a running `dask scheduler`) or 'local'")
+    if not dask_available():
+        raise usage_error(f"--scheduler needs Dask distributed, which is not installed: {INSTALL_HINT}")
+
+
+def _check_scratch(scratch: str, paths: list[str], force: bool) -> str:
+    folder = os.path.abspath(scratch)
+    if not force and any(os.path.isdir(p) and _inside(folder, p) for p in paths):
+        raise usage_error(f"--scratch {scratch!r} is inside an evidence path; nothing may be written next to evidence")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise usage_error(f"cannot create --scratch folder {scratch!r}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise usage_error(f"--scratch folder {scratch!r} is not writable")
+    return folder
+
+
 @app.command()
 def timeline(
     paths: Annotated[list[str], typer.Argument(help="Evidence files and folders (folders are read recursively).")],
@@ -91,6 +113,8 @@ def timeline(
     extract_assemblies: Annotated[str | None, typer.Option("--extract-assemblies", help="Write CLR assembly bytes found in exports to this folder as <sha256>.dll.")] = None,
     csv_bom: Annotated[bool, typer.Option("--csv-bom", help="Start CSV output with a UTF-8 BOM (for Excel).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Allow writing the output inside an evidence folder.")] = False,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Run the per-input work on Dask distributed: tcp://HOST:PORT of a running scheduler, or 'local' for an in-process LocalCluster of --workers processes (optional extra: pip install 'mssql-forensic[distributed]'). Evidence and the scratch folder must be readable by every worker under the same path.")] = None,
+    scratch: Annotated[str | None, typer.Option("--scratch", help="Folder for the intermediate sorted runs (default: beside OUT); with --scheduler it must be shared storage every worker can write.")] = None,
 ) -> None:
     """Read every SQL Server artifact under PATHS and write one UTC timeline."""
     from forensic.report import print_summary
@@ -114,6 +138,10 @@ def timeline(
         except (RuleError, OSError) as exc:
             raise usage_error(f"bad rules: {exc}") from None
     _check_output(output, paths, force)
+    if scheduler is not None:
+        _check_scheduler(scheduler)
+    if scratch is not None:
+        scratch = _check_scratch(scratch, paths, force)
     if extract_assemblies:
         for p in paths:
             if os.path.isdir(p) and _inside(extract_assemblies, p) and not force:
@@ -129,10 +157,14 @@ def timeline(
         parser_options["extract_assemblies"] = os.path.abspath(extract_assemblies)
     opts = RunOptions(paths=list(paths), output=output, fmt=fmt_name, cli_zone=cli_zone, cli_zone_text=tz,
                       workers=workers or os.cpu_count() or 1, parser_options=parser_options,
-                      rule_paths=[os.path.abspath(r) for r in (rules or [])], csv_bom=csv_bom)
+                      rule_paths=[os.path.abspath(r) for r in (rules or [])], csv_bom=csv_bom,
+                      scheduler=scheduler, scratch=scratch)
+    from forensic.executor_dask import ExecutorError
     from forensic.progress import run_with_progress
     try:
         result = run_with_progress(opts, run_timeline, quiet=quiet, console=err_console)
+    except ExecutorError as exc:
+        raise usage_error(str(exc)) from None
     except KeyboardInterrupt:
         err_console.print("mssql-forensic: interrupted; no timeline written", markup=False)
         raise typer.Exit(130) from None

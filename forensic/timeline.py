@@ -52,6 +52,12 @@ class RunOptions:
     parser_options: dict[str, Any] = field(default_factory=dict)
     rule_paths: list[str] = field(default_factory=list)
     csv_bom: bool = False
+    # Dask distributed (forensic.executor_dask): None = the local pool;
+    # "local" = an in-process LocalCluster; "tcp://host:port" = a cluster.
+    scheduler: str | None = None
+    # Folder for the scratch run files (default: beside OUT); with a cluster
+    # it must be on storage every worker reads and writes.
+    scratch: str | None = None
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -77,8 +83,12 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
     hook("inputs", None, len(found.inputs))
     hook("discovered", None, sum(i.size for i in found.inputs))
 
-    executor = make_executor(opts.workers)
+    executor = make_executor(opts.workers, opts.scheduler)
     try:
+        scratch_parent = opts.scratch or os.path.dirname(os.path.abspath(opts.output))
+        require_visible = getattr(executor, "require_visible", None)
+        if require_visible is not None:  # a cluster: evidence and scratch must be shared
+            require_visible([*opts.paths, scratch_parent])
         prescan: dict[str, PrescanResult] = {}
         tasks = [PrescanTask(i.path, i.display_path, i.size, i.parser_name)
                  for i in found.inputs + found.skipped + found.containers]
@@ -92,8 +102,7 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
         bursts = cycle_bursts(directory, evidence)
         setups = setup_windows(directory, evidence)
 
-        out_dir = os.path.dirname(os.path.abspath(opts.output))
-        scratch = tempfile.mkdtemp(prefix=".mssql-forensic-", dir=out_dir)
+        scratch = tempfile.mkdtemp(prefix=".mssql-forensic-", dir=scratch_parent)
         written: Counter = Counter()  # rows in the output per input (display path)
         reports: dict[str, InputReport] = {}
         writer: TimelineWriter | None = None
@@ -275,7 +284,7 @@ def build_manifest(opts: RunOptions, found: DiscoveryResult, prescan: dict[str, 
         "finished_utc": finished.isoformat().replace("+00:00", "Z"),
         "options": {"format": opts.fmt, "tz": opts.cli_zone_text,
                     "tz_resolved": zone_label(opts.cli_zone) if opts.cli_zone else None,
-                    "workers": opts.workers, **{k: v for k, v in opts.parser_options.items()},
+                    "workers": opts.workers, "scheduler": opts.scheduler, **{k: v for k, v in opts.parser_options.items()},
                     "rules": opts.rule_paths},
         "output": {"path": opts.output, "format": opts.fmt, "rows": rows},
         "exit_code": exit_code,
