@@ -121,7 +121,7 @@ class ZipArchive:
         total = 0
         for index, info in enumerate(infos):
             if index >= limits.max_members:
-                out.problems.append(("", f"more than {limits.max_members} members: the rest is not read"))
+                out.problems.append(("", f"more than {limits.max_members} members: cannot read the rest (member-count limit)"))
                 break
             raw = info.filename
             if info.is_dir():
@@ -161,7 +161,7 @@ class ZipArchive:
                 continue
             if total + info.file_size > limits.max_total_size:
                 out.problems.append((label, f"members add up to more than {limits.max_total_size} bytes "
-                                            "(total-size limit): this and the following members skipped"))
+                                            "(total-size limit): cannot read this and the following members"))
                 break
             total += info.file_size
             out.entries.append(Entry(name, str(index), info.file_size))
@@ -260,19 +260,19 @@ class TarArchive:
                     break
                 out.members += 1
                 if out.members > limits.max_members:
-                    out.problems.append(("", f"more than {limits.max_members} members: the rest is not read"))
+                    out.problems.append(("", f"more than {limits.max_members} members: cannot read the rest (member-count limit)"))
                     break
                 entry = self._check(info, dedupe, out, limits)
                 if entry is None:
                     continue
                 if total + info.size > limits.max_total_size:
                     out.problems.append((entry.inner, f"members add up to more than {limits.max_total_size} bytes "
-                                                      "(total-size limit): this and the following members skipped"))
+                                                      "(total-size limit): cannot read this and the following members"))
                     break
                 if (self.compression and total + info.size > limits.ratio_min_size
                         and total + info.size > self.size * limits.max_ratio):
                     out.problems.append((entry.inner, f"the archive expands to more than {limits.max_ratio} times "
-                                                      "its size (a compression bomb?): the rest is not read"))
+                                                      "its size (a compression bomb?): cannot read the rest"))
                     break
                 total += info.size
                 try:
@@ -502,13 +502,13 @@ class SevenZipArchive:
                 out.problems.append((label, dup))
                 continue
             if total + size > limits.max_total_size:
-                out.problems.append((label, "members add up to more than the total-size limit: the rest skipped"))
+                out.problems.append((label, "members add up to more than the total-size limit: cannot read the rest"))
                 break
             total += size
             wanted[info.filename] = Entry(name, str(index), size)
         if total > limits.ratio_min_size and total > _stream_size(self.stream) * limits.max_ratio:
             out.problems.append(("", f"the archive expands to more than {limits.max_ratio} times its size "
-                                     "(a compression bomb?): not read"))
+                                     "(a compression bomb?): cannot read it"))
             return out
         heads: dict[str, _HeadIO] = {}
 

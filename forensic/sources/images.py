@@ -357,7 +357,7 @@ class DiskImage:
                 count += 1
                 if count > limits.max_walk_files:
                     out.problems.append((self._display(hint, ""), f"more than {limits.max_walk_files} files: "
-                                                                  "the rest of the volume is not read"))
+                                                                  "cannot read the rest of the volume (file-count limit)"))
                     return
                 add(hint, path)
             stack.extend(reversed(subdirs))
