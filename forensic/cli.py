@@ -35,6 +35,11 @@ class OutFormat(StrEnum):
     timesketch = "timesketch"
 
 
+class Layout(StrEnum):
+    file = "file"
+    dataset = "dataset"
+
+
 class EvtxEngine(StrEnum):
     auto = "auto"
     rust = "rust"
@@ -51,9 +56,14 @@ def _inside(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
-def _check_output(output: str, paths: list[str], force: bool) -> None:
+def _check_output(output: str, paths: list[str], force: bool, layout: str = "file") -> None:
     out = os.path.abspath(output)
-    if os.path.isdir(out):
+    if layout == "dataset":
+        from forensic.dataset import is_dataset
+        if os.path.lexists(out) and not is_dataset(out):
+            raise usage_error(f"output {output!r} exists and is not a timeline dataset written by this tool; "
+                              "give a new folder name for --layout dataset")
+    elif os.path.isdir(out):
         raise usage_error(f"output {output!r} is a folder; give a file name")
     parent = os.path.dirname(out)
     targets = (out, out + ".manifest.json")
@@ -114,6 +124,7 @@ def timeline(
     csv_bom: Annotated[bool, typer.Option("--csv-bom", help="Start CSV output with a UTF-8 BOM (for Excel).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Allow writing the output inside an evidence folder.")] = False,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help="Run the per-input work on Dask distributed: tcp://HOST:PORT of a running scheduler, or 'local' for an in-process LocalCluster of --workers processes (optional extra: pip install 'mssql-forensic[distributed]'). Evidence and the scratch folder must be readable by every worker under the same path.")] = None,
+    layout: Annotated[Layout, typer.Option("--layout", help="file: one sorted timeline file (default); dataset: OUT is a Parquet dataset folder, hive-partitioned by host and UTC month (host=H/month=YYYY-MM/part-*.parquet), each part sorted, written by the workers; manifest beside it as OUT.manifest.json.")] = Layout.file,
     scratch: Annotated[str | None, typer.Option("--scratch", help="Folder for the intermediate sorted runs (default: beside OUT); with --scheduler it must be shared storage every worker can write.")] = None,
 ) -> None:
     """Read every SQL Server artifact under PATHS and write one UTC timeline."""
@@ -137,7 +148,9 @@ def timeline(
             load_rules([Path(r) for r in rules])
         except (RuleError, OSError) as exc:
             raise usage_error(f"bad rules: {exc}") from None
-    _check_output(output, paths, force)
+    if layout == Layout.dataset and fmt not in (None, OutFormat.parquet):
+        raise usage_error(f"--layout dataset writes Parquet; --format {fmt.value} needs --layout file")
+    _check_output(output, paths, force, layout.value)
     if scheduler is not None:
         _check_scheduler(scheduler)
     if scratch is not None:
@@ -151,14 +164,14 @@ def timeline(
         except OSError as exc:
             raise usage_error(f"cannot create {extract_assemblies!r}: {exc.strerror or exc}") from None
 
-    fmt_name = format_for(output, fmt.value if fmt else None)
+    fmt_name = "parquet" if layout == Layout.dataset else format_for(output, fmt.value if fmt else None)
     parser_options = {"evtx_engine": evtx_engine.value}
     if extract_assemblies:
         parser_options["extract_assemblies"] = os.path.abspath(extract_assemblies)
     opts = RunOptions(paths=list(paths), output=output, fmt=fmt_name, cli_zone=cli_zone, cli_zone_text=tz,
                       workers=workers or os.cpu_count() or 1, parser_options=parser_options,
                       rule_paths=[os.path.abspath(r) for r in (rules or [])], csv_bom=csv_bom,
-                      scheduler=scheduler, scratch=scratch)
+                      scheduler=scheduler, scratch=scratch, layout=layout.value)
     from forensic.executor_dask import ExecutorError
     from forensic.progress import run_with_progress
     try:
@@ -180,17 +193,23 @@ def timeline(
     raise typer.Exit(result.exit_code)
 
 
+def _timeline_exists(path: str) -> bool:
+    """A timeline file, or a dataset folder written by ``--layout dataset``."""
+    from forensic.dataset import is_dataset
+    return os.path.isfile(path) or is_dataset(path)
+
+
 @app.command()
 def findings(
-    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet or JSON Lines).")],
+    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet or JSON Lines file, or a --layout dataset folder).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array on stdout.")] = False,
 ) -> None:
     """Group the flagged events of a timeline into findings, most severe first."""
     from forensic.findings import FindingsError, build_findings, findings_table
     from forensic.report_html import ReportError, timeline_kind
 
-    if not os.path.isfile(timeline_path):
-        raise usage_error(f"no such timeline file: {timeline_path!r}")
+    if not _timeline_exists(timeline_path):
+        raise usage_error(f"no such timeline file or dataset: {timeline_path!r}")
     try:
         timeline_kind(timeline_path)  # a clear error for CSV and Timesketch exports
     except ReportError as exc:
@@ -229,7 +248,7 @@ def _check_report_output(output: str, protected: list[str]) -> None:
 
 @app.command()
 def report(
-    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet or JSON Lines).")],
+    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet or JSON Lines file, or a --layout dataset folder).")],
     output: Annotated[str, typer.Option("-o", "--output", help="HTML file to write.")],
     manifest: Annotated[str | None, typer.Option("--manifest", help="Run manifest (default: TIMELINE.manifest.json when present).")] = None,
     title: Annotated[str | None, typer.Option("--title", help="Report title, e.g. the case name or number.")] = None,
@@ -239,8 +258,8 @@ def report(
 
     from forensic.report_html import ReportError, write_report
 
-    if not os.path.isfile(timeline_path):
-        raise usage_error(f"no such timeline file: {timeline_path!r}")
+    if not _timeline_exists(timeline_path):
+        raise usage_error(f"no such timeline file or dataset: {timeline_path!r}")
     _check_report_output(output, [timeline_path, manifest or timeline_path + ".manifest.json"])
     started = time.monotonic()
     try:
@@ -265,7 +284,7 @@ class QueryFormat(StrEnum):
 
 @app.command()
 def query(
-    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet or JSON Lines).")],
+    timeline_path: Annotated[str, typer.Argument(metavar="TIMELINE", help="Timeline written by `timeline` (Parquet or JSON Lines file, or a --layout dataset folder).")],
     sql: Annotated[str, typer.Argument(metavar="SQL", help="DuckDB SQL over the views `timeline` and `flagged`.")],
     fmt: Annotated[QueryFormat, typer.Option("--format", help="table (readable), csv (spreadsheet-safe) or jsonl.")] = QueryFormat.table,
     max_rows: Annotated[int, typer.Option("--max-rows", min=1, help="Rows shown by --format table (csv and jsonl print all).")] = 1000,
@@ -278,8 +297,8 @@ def query(
     """
     from forensic.query import QueryError, run_query
 
-    if not os.path.isfile(timeline_path):
-        raise usage_error(f"no such timeline file: {timeline_path!r}")
+    if not _timeline_exists(timeline_path):
+        raise usage_error(f"no such timeline file or dataset: {timeline_path!r}")
     try:
         run_query(timeline_path, sql, fmt.value, max_rows, sys.stdout, err_console)
     except QueryError as exc:

@@ -12,9 +12,10 @@ rows are kept, so memory follows the number of flagged events.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -106,6 +107,21 @@ def iter_flagged_rows(path: str) -> Iterator[dict[str, Any]]:
                     ts = row.get("timestamp")
                     row["timestamp"] = datetime.fromisoformat(ts.replace("Z", "+00:00")) if ts else None
                     yield row
+        return
+    if os.path.isdir(path):  # a --layout dataset folder: scanned part by part
+        from forensic.dataset import DatasetError, iter_timeline_batches
+        # Parts are sorted each on its own: the flagged rows (which findings
+        # keep anyway) are put in timeline order, so that findings do not
+        # depend on the layout.
+        try:
+            rows = [r for batch in iter_timeline_batches(path, columns, batch_size=10_000, flagged_only=True)
+                    for r in batch.to_pylist()]
+        except DatasetError as exc:
+            raise FindingsError(str(exc)) from None
+        rows.sort(key=lambda r: (r["timestamp"] is None, r["timestamp"] or datetime.min.replace(tzinfo=UTC),
+                                 r["source_file"] or "", r["source_record"] if r["source_record"] is not None
+                                 else 2**63))
+        yield from rows
         return
     try:
         pf = pq.ParquetFile(path)

@@ -5,7 +5,8 @@ Two views: ``timeline`` (every row, ``attributes`` typed JSON so that
 one flag).  Times are shown in UTC whatever the machine's zone.
 
 The connection is read-only toward the disk: after the views are made, DuckDB
-may open only the timeline itself (``allowed_paths``), external access is
+may open only the timeline itself (``allowed_paths``; a ``--layout dataset``
+folder: ``allowed_directories``), external access is
 switched off and the configuration locked, so a query cannot read other files,
 write files (``COPY ... TO``), attach databases or install extensions (no
 network either).  Results stream in Arrow batches: csv and jsonl output use
@@ -56,7 +57,8 @@ def connect(timeline_path: str):
 
     path = os.path.abspath(timeline_path)
     try:
-        parquet = timeline_kind(path) == "parquet"
+        kind = timeline_kind(path)
+        parquet = kind in ("parquet", "dataset")
     except ReportError as exc:
         raise QueryError(str(exc)) from None
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
@@ -66,7 +68,13 @@ def connect(timeline_path: str):
     except duckdb.Error:
         pass  # no ICU: TIMESTAMPTZ then prints in UTC anyway
     try:
-        if parquet:
+        if kind == "dataset":
+            # Every column from the files (hive directory names ignored); the
+            # parts are sorted each on its own: ORDER BY for a global order.
+            glob = os.path.join(path, "**", "*.parquet")
+            source = f"read_parquet({_sql_str(glob)}, hive_partitioning = false)"
+            con.execute(f"CREATE VIEW timeline AS SELECT * REPLACE (attributes::JSON AS attributes) FROM {source}")
+        elif parquet:
             source = f"read_parquet({_sql_str(path)})"
             con.execute(f"CREATE VIEW timeline AS SELECT * REPLACE (attributes::JSON AS attributes) FROM {source}")
         else:
@@ -79,7 +87,10 @@ def connect(timeline_path: str):
     except duckdb.Error as exc:
         raise QueryError(f"{timeline_path}: not a timeline DuckDB can read ({str(exc).splitlines()[0]})") from None
     try:
-        con.execute(f"SET allowed_paths = [{_sql_str(path)}]")
+        if kind == "dataset":
+            con.execute(f"SET allowed_directories = [{_sql_str(path.rstrip(os.sep) + os.sep)}]")
+        else:
+            con.execute(f"SET allowed_paths = [{_sql_str(path)}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:

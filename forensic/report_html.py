@@ -25,6 +25,7 @@ all events is kept as per-lane histogram counts.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import html
 import json
 import math
@@ -115,7 +116,13 @@ def _from_us(us: int) -> datetime:
 
 
 def timeline_kind(path: str) -> str:
-    """``parquet`` or ``jsonl``; anything else is a :class:`ReportError`."""
+    """``parquet``, ``jsonl`` or ``dataset`` (a ``--layout dataset`` folder);
+    anything else is a :class:`ReportError`."""
+    if os.path.isdir(path):
+        from forensic.dataset import is_dataset
+        if is_dataset(path):
+            return "dataset"
+        raise ReportError(f"{path}: a folder that is not a timeline dataset (written by timeline --layout dataset)")
     try:
         with open(path, "rb") as fh:
             head = fh.read(4)
@@ -214,6 +221,13 @@ _COLUMNS = ["timestamp", "timestamp_desc", "message", "source", "event_type", "e
 
 
 def _iter_batches(path: str, kind: str) -> Iterator[pa.RecordBatch | list[dict[str, Any]]]:
+    if kind == "dataset":
+        from forensic.dataset import DatasetError, iter_timeline_batches
+        try:
+            yield from iter_timeline_batches(path, _COLUMNS, batch_size=BATCH_ROWS)
+        except DatasetError as exc:
+            raise ReportError(str(exc)) from None
+        return
     if kind == "parquet":
         try:
             pf = pq.ParquetFile(path)
@@ -261,8 +275,16 @@ def scan_timeline(path: str, kind: str, charts: list[Chart], wanted: set[tuple],
             _count_rows(scan, batch, chart_sets)
             flagged = [r for r in batch if r["flags"]]
         for row in flagged:
-            _take_flagged(scan, row, wanted, finding_of)
+            _take_flagged(scan, row, wanted, finding_of, ordered=kind != "dataset")
+    if kind == "dataset":
+        # Parts are sorted each on its own: the table keeps the earliest rows.
+        scan.table = sorted((item for _key, _n, item in scan.table), key=_table_key)
     return scan
+
+
+def _table_key(slim: dict[str, Any]) -> tuple:
+    return (slim["timestamp"] is None, slim["timestamp"] or "", slim["source_file"] or "",
+            slim["source_record"] if slim["source_record"] is not None else 2**63)
 
 
 def _group(scan: Scan, host: str | None, instance: str | None) -> InstanceGroup:
@@ -348,7 +370,8 @@ def _subject_flag(flags: list[str]) -> str:
     return next((f for f in FLAG_ORDER if f in flags), flags[0])
 
 
-def _take_flagged(scan: Scan, row: dict[str, Any], wanted: set[tuple], finding_of: dict[tuple, str]) -> None:
+def _take_flagged(scan: Scan, row: dict[str, Any], wanted: set[tuple], finding_of: dict[tuple, str],
+                  ordered: bool = True) -> None:
     scan.flagged += 1
     flags = list(row["flags"])
     scan.per_flag.update(flags)
@@ -366,7 +389,8 @@ def _take_flagged(scan: Scan, row: dict[str, Any], wanted: set[tuple], finding_o
         subject = _subject_flag(flags)
         lane.flagged_flag.append(FLAG_ORDER.index(subject) if subject in FLAG_ORDER else 255)
     key = evidence_key(row["source_file"], row["source_record"], _iso(ts))
-    need_table = len(scan.table) < MAX_TABLE_ROWS
+    # Unordered input (a dataset): the table is a heap of the earliest rows.
+    need_table = len(scan.table) < MAX_TABLE_ROWS or not ordered
     if key not in wanted and not need_table:
         return
     try:
@@ -387,8 +411,25 @@ def _take_flagged(scan: Scan, row: dict[str, Any], wanted: set[tuple], finding_o
     }
     if key in wanted:
         scan.details[key] = slim
-    if need_table:
+    if need_table and ordered:
         scan.table.append(slim)
+    elif need_table:  # (negated key, tie-break, row): a max-heap of the earliest MAX_TABLE_ROWS
+        item = (_neg_key(_table_key(slim)), scan.flagged, slim)
+        if len(scan.table) < MAX_TABLE_ROWS:
+            heapq.heappush(scan.table, item)
+        elif item[0] > scan.table[0][0]:
+            heapq.heapreplace(scan.table, item)
+
+
+class _neg_key(tuple):
+    """Reverses the order of a key (a max-heap on heapq's min-heap)."""
+    __slots__ = ()
+
+    def __lt__(self, other):
+        return tuple.__gt__(self, other)
+
+    def __gt__(self, other):
+        return tuple.__lt__(self, other)
 
 
 # -- the case -----------------------------------------------------------------
@@ -491,12 +532,13 @@ def plan_charts(findings: list[Finding]) -> list[Chart]:
 
 
 def build_case(timeline_path: str, manifest_path: str | None = None, title: str | None = None) -> Case:
-    if not os.path.isfile(timeline_path):
+    if not os.path.isfile(timeline_path) and not os.path.isdir(timeline_path):
         raise ReportError(f"no such timeline file: {timeline_path!r}")
     kind = timeline_kind(timeline_path)
     mpath, manifest, warnings = load_manifest(timeline_path, manifest_path)
     try:
-        findings = build_findings(timeline_path) if kind == "parquet" or os.path.getsize(timeline_path) else []
+        findings = (build_findings(timeline_path) if kind in ("parquet", "dataset") or os.path.getsize(timeline_path)
+                    else [])
     except FindingsError as exc:
         raise ReportError(str(exc)) from None
     except (ValueError, KeyError, AttributeError, TypeError) as exc:
@@ -515,9 +557,14 @@ def build_case(timeline_path: str, manifest_path: str | None = None, title: str 
     windows = attack_windows(findings)
     warnings.extend(_warnings(manifest, scan))
     input_ids = _input_ids(manifest, scan)
+    if kind == "dataset":  # digest over the parts' names and hashes (forensic.dataset)
+        from forensic.dataset import dataset_digest
+        timeline_sha256, timeline_size = dataset_digest(timeline_path)
+    else:
+        timeline_sha256, timeline_size = _sha256(timeline_path), os.path.getsize(timeline_path)
     return Case(
-        timeline_path=timeline_path, timeline_sha256=_sha256(timeline_path),
-        timeline_size=os.path.getsize(timeline_path), manifest_path=mpath,
+        timeline_path=timeline_path, timeline_sha256=timeline_sha256,
+        timeline_size=timeline_size, manifest_path=mpath,
         manifest_sha256=_sha256(mpath) if mpath and manifest is not None else None, manifest=manifest,
         findings=findings, finding_ids=finding_ids, scan=scan, charts=charts, windows=windows,
         warnings=warnings, input_ids=input_ids, title=title or "SQL Server compromise assessment",

@@ -58,6 +58,9 @@ class RunOptions:
     # Folder for the scratch run files (default: beside OUT); with a cluster
     # it must be on storage every worker reads and writes.
     scratch: str | None = None
+    # "file": one sorted timeline file; "dataset": a Parquet dataset
+    # directory, hive-partitioned by host and month (forensic.dataset).
+    layout: str = "file"
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -88,7 +91,10 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
         scratch_parent = opts.scratch or os.path.dirname(os.path.abspath(opts.output))
         require_visible = getattr(executor, "require_visible", None)
         if require_visible is not None:  # a cluster: evidence and scratch must be shared
-            require_visible([*opts.paths, scratch_parent])
+            shared = [*opts.paths, scratch_parent]
+            if opts.layout == "dataset":  # workers write the parts beside OUT
+                shared.append(os.path.dirname(os.path.abspath(opts.output)))
+            require_visible(shared)
         prescan: dict[str, PrescanResult] = {}
         tasks = [PrescanTask(i.path, i.display_path, i.size, i.parser_name)
                  for i in found.inputs + found.skipped + found.containers]
@@ -137,15 +143,21 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
                 reports[task.path] = result
                 hook("parsed", by_path[task.path], by_path[task.path].size)
             runs = [r for rep in reports.values() for r in rep.runs]
-            writer = TimelineWriter(opts.output, opts.fmt, csv_bom=opts.csv_bom)
             hook("merging", None, 0)
             facts = ObjectFacts()
             for rep in reports.values():
                 facts.merge(rep.facts)
-            correlate = Correlator(facts)
-            writer.write_all(_count_rows((correlate(b) for b in merge_runs(runs, scratch)), written))
-            writer.close()
-            rows = writer.rows
+            if opts.layout == "dataset":
+                # Each worker merges, correlates and writes one input's parts.
+                from forensic.dataset import write_dataset
+                rows, parts_written = write_dataset(executor, opts.output, reports, facts, scratch)
+                written.update(parts_written)
+            else:
+                writer = TimelineWriter(opts.output, opts.fmt, csv_bom=opts.csv_bom)
+                correlate = Correlator(facts)
+                writer.write_all(_count_rows((correlate(b) for b in merge_runs(runs, scratch)), written))
+                writer.close()
+                rows = writer.rows
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -286,7 +298,7 @@ def build_manifest(opts: RunOptions, found: DiscoveryResult, prescan: dict[str, 
                     "tz_resolved": zone_label(opts.cli_zone) if opts.cli_zone else None,
                     "workers": opts.workers, "scheduler": opts.scheduler, **{k: v for k, v in opts.parser_options.items()},
                     "rules": opts.rule_paths},
-        "output": {"path": opts.output, "format": opts.fmt, "rows": rows},
+        "output": {"path": opts.output, "format": opts.fmt, "layout": opts.layout, "rows": rows},
         "exit_code": exit_code,
         "inputs": inputs,
         "skipped": skipped,
