@@ -479,3 +479,13 @@ def test_dropped_dll_in_a_collection_is_hashed(tmp_path):
     (found,) = entry["extended_procedure_dlls"]  # odsole70.dll is shipped: not listed
     assert found["dll"] == "xpsvchost.dll" and found["found"] and found["sha256"] == sha(dll)
     assert found["path"].endswith("/Binn/XPSVCHOST.DLL")
+
+
+def test_numbered_files_are_not_split_images(tmp_path):
+    """x.001 / x.002 are segments of a split image only when x.001 starts a disk."""
+    log = FIXTURES / "WEB02" / "MSSQL13.SQLEXPRESS" / "MSSQL" / "Log" / "ERRORLOG"
+    for n in ("001", "002"):
+        shutil.copyfile(log, tmp_path / f"ERRORLOG.{n}")
+    found = discover([str(tmp_path)])
+    assert sorted(os.path.basename(i.path) for i in found.inputs) == ["ERRORLOG.001", "ERRORLOG.002"]
+    assert found.containers == []

@@ -144,7 +144,12 @@ def part_of(path: str, head: bytes, kind: str | None) -> str | None:
     m = _SPLIT.match(p.name)
     if m and int(m.group(2)) > 1:
         first = p.parent / f"{m.group(1)}.{'1'.zfill(len(m.group(2)))}"
-        if first.is_file():
+        try:
+            with open(first, "rb") as fh:
+                first_head = fh.read(4096)
+        except OSError:
+            first_head = b""
+        if image_kind(first_head, first.name) == "raw":  # x.001 is the start of a disk
             return str(first)
     if p.suffix.lower() == ".vmdk":
         for desc in sorted(p.parent.glob("*.vmdk")):
