@@ -88,7 +88,10 @@ class DaskExecutor:
         self.client = None
         try:
             if scheduler == "local":
+                # One task at a time per single-threaded worker, so that a
+                # worker's death suspects only the input it was running.
                 with dask.config.set({"distributed.scheduler.allowed-failures": MAX_ATTEMPTS - 1,
+                                      "distributed.scheduler.worker-saturation": 1.0,
                                       "distributed.worker.daemon": False}):
                     self._cluster = LocalCluster(n_workers=max(1, workers), threads_per_worker=1,
                                                  processes=True, dashboard_address=None,
