@@ -176,7 +176,7 @@ class ZipArchive:
     def open_member(self, inner: str, hint: str) -> BinaryIO:
         info = self._info(inner, hint)
         try:
-            return Guarded(self.zf.open(info), info.file_size, inner)
+            return Guarded(self.zf.open(info), info.file_size, inner, cheap_seek=False)
         except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError) as exc:
             raise OSError(f"cannot open {inner}: {exc}") from exc
 
@@ -331,7 +331,7 @@ class TarArchive:
                 remaining -= len(block)
         except (EOFError, lzma.LZMAError, zlib.error) as exc:
             raise OSError(f"cannot reach {inner}: {exc}") from exc
-        return Guarded(stream, size, inner, base=offset)
+        return Guarded(stream, size, inner, base=offset, cheap_seek=False)
 
     def open_random(self, inner: str, hint: str, limits: Limits) -> BinaryIO:
         member = self.open_member(inner, hint)
@@ -394,7 +394,7 @@ class CompressedFile:
         return out
 
     def open_member(self, inner: str, hint: str) -> BinaryIO:
-        return Guarded(decompressor(self.compression, View(self.base, 0, self.size)), None, inner)
+        return Guarded(decompressor(self.compression, View(self.base, 0, self.size)), None, inner, cheap_seek=False)
 
     def open_random(self, inner: str, hint: str, limits: Limits) -> BinaryIO:
         with self.open_member(inner, hint) as member:

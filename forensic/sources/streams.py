@@ -125,8 +125,13 @@ class Guarded(io.RawIOBase):
     are closed with the stream (the container objects opened for it).
     """
 
-    def __init__(self, inner: BinaryIO, size: int | None, name: str = "", closers: tuple = (), base: int = 0):
+    def __init__(self, inner: BinaryIO, size: int | None, name: str = "", closers: tuple = (), base: int = 0,
+                 cheap_seek: bool | None = None):
         super().__init__()
+        # False for decompressing streams: they can seek, but only by reading
+        # again from the start; readers that need random access (the Rust
+        # EVTX engine) then make their own temporary copy instead.
+        self._cheap_seek = cheap_seek
         self._inner = inner
         self._size = size
         self._pos = 0
@@ -143,6 +148,8 @@ class Guarded(io.RawIOBase):
         return True
 
     def seekable(self) -> bool:
+        if self._cheap_seek is not None:
+            return self._cheap_seek
         try:
             return bool(self._inner.seekable())
         except Exception:  # noqa: BLE001
