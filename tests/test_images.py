@@ -120,8 +120,15 @@ def image(disk: Path, kind: str, dest: Path) -> Path:
     return qemu_convert(disk, fmt, dest / f"server.{ext}", *options.get(kind, ()))
 
 
+@pytest.fixture
+def targeted(monkeypatch):
+    """Read the test disk as a real (large) system volume is read: targeted."""
+    from forensic.sources import images
+    monkeypatch.setattr(images, "SMALL_VOLUME_RECORDS", 0)
+
+
 @pytest.mark.parametrize("kind", ["raw", "split", "ewf", "vhdx", "vhd", "vhd-fixed", "vmdk", "vmdk-split", "qcow2"])
-def test_image_formats_find_sql_server_artifacts(disk, tmp_path, kind):
+def test_image_formats_find_sql_server_artifacts(disk, tmp_path, kind, targeted):
     path = image(disk, kind, tmp_path / "ev")
     found = discover([str(tmp_path / "ev")])
     inner = {i.display_path.split("!", 1)[1]: i for i in found.inputs}
@@ -142,7 +149,16 @@ def test_image_formats_find_sql_server_artifacts(disk, tmp_path, kind):
         assert parts and all(c.part_of == str(path) for c in parts), [(c.display_path, c.part_of) for c in parts]
 
 
-def test_timeline_from_e01(disk, tmp_path):
+def test_small_volumes_are_walked_whole(disk, tmp_path):
+    """A lab-sized image (few files) is walked: artifacts anywhere are found by content."""
+    path = image(disk, "qcow2", tmp_path / "ev")
+    found = discover([str(path)])
+    inner = {i.display_path.split("!", 1)[1] for i in found.inputs}
+    assert inner == set(EXPECTED) | {"C:/Users/Public/Documents/ERRORLOG.txt",
+                                     "C:/Windows/System32/winevt/Logs/Microsoft-Windows-Other%4Operational.evtx"}
+
+
+def test_timeline_from_e01(disk, tmp_path, targeted):
     if not have("ewfacquire"):
         pytest.skip("ewfacquire not available")
     e01 = image(disk, "ewf", tmp_path / "ev")
@@ -224,7 +240,7 @@ def test_kape_vhdx_collection_with_nested_zip(tmp_path):
     assert trace and {r["tz_source"] for r in trace} == {"registry"}  # Europe/Berlin from C/.../SYSTEM
 
 
-def test_image_inside_zip(disk, tmp_path):
+def test_image_inside_zip(disk, tmp_path, targeted):
     if not have("qemu-img"):
         pytest.skip("qemu-img not available")
     vhdx = image(disk, "vhdx", tmp_path / "src")

@@ -18,8 +18,10 @@ What is read inside:
   Application, Security, System and Sysmon event logs are listed, plus the
   two hives themselves.  Folders of other volumes named by the registry
   (``D:\\SQLLogs``) are found through ``MountedDevices``.
-* Any other volume (a KAPE VHDX, a data disk without Windows): walked whole,
-  up to :attr:`Limits.max_walk_files` files.
+* Any other volume (a KAPE VHDX, a data disk without Windows), and a disk
+  whose volumes are all small (at most :data:`SMALL_VOLUME_RECORDS` NTFS
+  file records: a lab or trimmed image): walked whole, up to
+  :attr:`Limits.max_walk_files` files, every file sniffed by content.
 
 Inner paths are ``C:/Program Files/...`` for a volume with a known drive
 letter, ``vol2/...`` for other volumes of a multi-volume disk, and the bare
@@ -45,6 +47,11 @@ VHD_MAGIC = b"conectix"
 QCOW_MAGIC = b"QFI\xfb"
 VMDK_SPARSE = (b"KDMV", b"COWD")
 VDI_MAGIC = b"<<< "
+
+# A volume whose NTFS master file table has at most this many records is
+# walked whole even when it holds Windows (a test or lab image, a trimmed
+# copy); a real system volume (hundreds of thousands) is read targeted.
+SMALL_VOLUME_RECORDS = 20_000
 
 SQL_LOG_GLOBS = ("Program Files/Microsoft SQL Server", "Program Files (x86)/Microsoft SQL Server")
 EVENT_LOGS = ("Application.evtx", "Security.evtx", "System.evtx", "Microsoft-Windows-Sysmon%4Operational.evtx")
@@ -293,7 +300,7 @@ class DiskImage:
             # "L": the inner path starts with the volume's label (drive letter, volN)
             out.entries.append(Entry(self._display(hint, path), hint + ("L" if self.labels.get(hint) else ""), size))
 
-        if system is None:
+        if system is None or all(_small(fs) for _hint, fs in self.volumes):
             for hint, fs in self.volumes:
                 self._walk(hint, fs, "", add, out, limits)
             return out
@@ -434,6 +441,14 @@ def _open_container(target: str | BinaryIO, kind: str):
     if kind == "raw" and isinstance(target, str):
         item = open(target, "rb")  # noqa: SIM115 - owned by the container
     return classes[kind](item)
+
+
+def _small(fs) -> bool:
+    """A volume with few files (NTFS: MFT records), walked whole."""
+    try:
+        return fs.ntfs.mft.get(0).size() // 1024 <= SMALL_VOLUME_RECORDS
+    except Exception:  # noqa: BLE001 - not NTFS, or no MFT size: treat as large
+        return False
 
 
 def _exists(fs, path: str) -> bool:
