@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -94,28 +95,42 @@ def field_text(event: Event, name: str) -> str | None:
 
 
 _MAYBE = object()  # a field a columnar row does not hold yet (host, timestamp, flags, ...)
-_UNSET = object()
-# Event fields an EventColumns block holds per row, and for all its rows.
+# Event fields an EventColumns block holds per row.
 _ROW_COLUMNS = frozenset({"event_type", "event_id", "message", "local_text", "source_record", "user", "database",
                           "object_name", "object_type"})
-_BLOCK_COLUMNS = frozenset({"source", "timestamp_desc"})
 
 
-def _row_text(cols, name: str, i: int) -> object:
-    """What :func:`field_text` would give for row ``i`` of a columnar block,
-    or _MAYBE when the row cannot tell yet."""
+def _present(cols, name: str, rows: list[int]) -> dict[object, list[int]]:
+    """The rows of a columnar block that have field ``name`` (what
+    :func:`field_text` gives is not None), by that text, or by _MAYBE when
+    the row cannot tell yet."""
+    by_text: defaultdict[object, list[int]] = defaultdict(list)
     if name.startswith("attributes."):
         key = name[len("attributes."):]
-        attrs = cols.attributes[i]
-        if isinstance(attrs, str):  # encoded JSON: only whether the key is there
-            return _MAYBE if f'"{key}"' in attrs else None
-        value = attrs.get(key)
+        quoted = f'"{key}"'
+        attributes = cols.attributes
+        for i in rows:
+            attrs = attributes[i]
+            if isinstance(attrs, str):
+                if quoted in attrs:  # encoded JSON: only whether the key is there
+                    by_text[_MAYBE].append(i)
+            else:
+                value = attrs.get(key)
+                if value is not None:
+                    by_text[value if type(value) is str else _value_text(value)].append(i)
     elif name in _ROW_COLUMNS:
-        value = getattr(cols, name)[i]
-    elif name in _BLOCK_COLUMNS:
-        value = getattr(cols, name)
-    else:
-        return _MAYBE
+        column = getattr(cols, name)
+        for i in rows:
+            value = column[i]
+            if value is not None:
+                by_text[value if type(value) is str else _value_text(value)].append(i)
+    else:  # not known before the engine has finished the row
+        by_text[_MAYBE] = list(rows)
+    return by_text
+
+
+def _value_text(value: object) -> str | None:
+    """:func:`field_text` of a value."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -229,52 +244,49 @@ class RuleSet:
 
         Never False for a row on which a rule fires.  A rule's ids, types and
         ``where`` patterns on the block's columns and on dict attributes are
-        tested as :meth:`Rule.matches` does; a pattern on an attribute of
-        already-encoded JSON only by whether the attribute is there; patterns on
-        what the engine adds later (host, timestamp, flags, ...) and ``unless``
-        vetoes count as passing.
+        tested as :meth:`Rule.matches` does, and so are ``unless`` patterns on
+        what all rows of an id and type share (event id and type, source); a
+        ``where`` pattern on an attribute of already-encoded JSON only by
+        whether the attribute is there; the rest (what the engine adds later:
+        host, timestamp, flags, ...; other ``unless`` vetoes) counts as passing.
         """
         out = [False] * len(cols)
         by_id, by_type, anything = self._index(cols.source)
         if not (by_id or by_type or anything):
             return out
-        groups: dict[tuple[int | None, str], list[int]] = {}
+        groups: defaultdict[tuple[int | None, str], list[int]] = defaultdict(list)
         for i, pair in enumerate(zip(cols.event_id, cols.event_type, strict=True)):
-            group = groups.get(pair)
-            if group is None:
-                groups[pair] = [i]
-            else:
-                group.append(i)
-        texts: dict[str, dict[int, object]] = {}  # field -> row -> text, None (absent) or _MAYBE
+            groups[pair].append(i)
         for (eid, etype), rows in groups.items():
+            shared = {"event_id": eid, "event_type": etype, "source": cols.source,
+                      "timestamp_desc": cols.timestamp_desc}
             rules = [r for r in (*(by_id.get(eid, ()) if eid is not None else ()), *by_type.get(etype, ()),
                                  *anything)
-                     if (r.event_ids is None or eid in r.event_ids) and (r.event_types is None or etype in r.event_types)]
+                     if (r.event_ids is None or eid in r.event_ids)
+                     and (r.event_types is None or etype in r.event_types)
+                     and not any(name in shared and _value_text(shared[name]) is not None
+                                 and pattern.search(_value_text(shared[name]))  # type: ignore[arg-type]
+                                 for name, pattern in r.unless)]
+            present: dict[str, dict[object, list[int]]] = {}  # field -> its text (or _MAYBE) -> rows
             for rule in rules:
-                alive = [i for i in rows if not out[i]]
+                alive: set[int] | None = None
                 for name, pattern in rule.where:
+                    if name in shared:
+                        text = _value_text(shared[name])
+                        if text is None or not pattern.search(text):
+                            alive = set()
+                            break
+                        continue
+                    by_text = present.get(name)
+                    if by_text is None:
+                        by_text = present[name] = _present(cols, name, rows)
+                    hits = [i for text, text_rows in by_text.items()
+                            if text is _MAYBE or pattern.search(text)  # type: ignore[arg-type]
+                            for i in text_rows]
+                    alive = set(hits) if alive is None else alive.intersection(hits)
                     if not alive:
                         break
-                    known = texts.get(name)
-                    if known is None:
-                        known = texts[name] = {}
-                    seen: dict[str, bool] = {}  # values repeat: one search per distinct text
-                    keep = []
-                    for i in alive:
-                        text = known.get(i, _UNSET)
-                        if text is _UNSET:
-                            text = known[i] = _row_text(cols, name, i)
-                        if text is None:
-                            continue
-                        if text is not _MAYBE:
-                            hit = seen.get(text)  # type: ignore[arg-type]
-                            if hit is None:
-                                hit = seen[text] = pattern.search(text) is not None  # type: ignore[arg-type]
-                            if not hit:
-                                continue
-                        keep.append(i)
-                    alive = keep
-                for i in alive:
+                for i in rows if alive is None else alive:
                     out[i] = True
         return out
 
