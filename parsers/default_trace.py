@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import PurePath
 from typing import Any, BinaryIO
 
@@ -792,21 +793,92 @@ for _cid, _kind in N.COLUMN_TYPES.items():
     _KINDS[_cid] = {N.INT: _K_INT, N.BIGINT: _K_INT, N.TEXT: _K_TEXT}.get(_kind, _K_FUNC)
 _KINDS[N.C_START] = _K_START  # kept raw: it becomes local_text
 _START_KEY = _KEYS[N.C_START]
-_I16, _I32, _I64 = struct.Struct("<h").unpack_from, struct.Struct("<i").unpack_from, struct.Struct("<q").unpack_from
+_INT_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}  # signed little-endian, as _int() reads them
+_I32, _I64 = struct.Struct("<i").unpack_from, struct.Struct("<q").unpack_from
+_U16 = struct.Struct("<H").unpack_from
 _SYSTEMTIME = L.SYSTEMTIME.unpack
-_TIME_FORMAT = "%04d-%02d-%02d %02d:%02d:%02d.%03d"
+_MILLISECONDS = [f".{ms:03d}" for ms in range(1000)]
 
 TEXT_CACHE_MAX_BYTES = 512  # short text values (names, hosts, logins) repeat; long ones rarely do
 TEXT_CACHE_ENTRIES = 50_000
 REPEAT_CACHE_KEYS = 100_000  # distinct repeated-data keys (SPIDs); a crafted header could make it grow
+SHAPE_CACHE_ENTRIES = 4096
+SECOND_CACHE_ENTRIES = 100_000
 BLOCK_ROWS = 10_000
 
 
 @lru_cache(maxsize=1024)
-def _repeated_ids(data: bytes) -> tuple[tuple[int, str], ...]:
-    """A 0xFFF3 payload -> ((column id, attribute key), ...)."""
+def _repeated_ids(data: bytes) -> tuple[tuple[tuple[int, str], ...], tuple[str, ...], frozenset[str] | None]:
+    """A 0xFFF3 payload -> (((column id, attribute key), ...), keys, key set or
+    None when a column is listed twice)."""
     ids = [int.from_bytes(data[i:i + 2], "little") for i in range(0, len(data) - 1, 2)]
-    return tuple((cid, N.COLUMN_KEYS.get(cid) or f"column_{cid}") for cid in ids)
+    pairs = tuple((cid, N.COLUMN_KEYS.get(cid) or f"column_{cid}") for cid in ids)
+    names = tuple(name for _cid, name in pairs)
+    return pairs, names, frozenset(names) if len(set(names)) == len(names) else None
+
+
+class _Shape:
+    """The token layout of a record as one ``struct`` format.
+
+    Records of one event class repeat their layout (same columns, same value
+    sizes), so after two records with the same class and length the layout is
+    compiled: one ``unpack_from`` then reads every token head and value, and
+    comparing the heads with the compiled ones proves that walking the
+    tokens would find exactly these tokens.
+    """
+
+    __slots__ = ("unpack", "heads", "expect", "keys", "values", "texts", "funcs", "repeated", "misses")
+
+    def __init__(self, fmt: str, heads: list[int], expect: list[int], keys: list[str], values: list[int],
+                 texts: list[str], funcs: list[tuple[str, Any]], repeated: int):
+        self.unpack = struct.Struct(fmt).unpack_from
+        self.heads = itemgetter(*heads)
+        self.expect = tuple(expect)
+        self.keys = tuple(keys)
+        self.values = itemgetter(*values)
+        self.texts = tuple(texts)
+        self.funcs = tuple(funcs)
+        self.repeated = repeated  # index of the 0xFFF3 payload, or -1
+        self.misses = 0
+
+    @classmethod
+    def of(cls, buf: bytes, p: int, end: int) -> _Shape | None:
+        """The layout of the well-formed record body ``buf[p:end]`` (already walked)."""
+        fmt, heads, expect, keys, values, texts, funcs = ["<"], [], [], [], [], [], []
+        repeated = -1
+        k = 0
+        while p < end:
+            tid, n = _unpack_head(buf, p)
+            if n == L.LONG_ESCAPE:
+                n = _unpack_long(buf, p + 3)[0]
+                fmt.append("HBI")
+                heads += [k, k + 1, k + 2]
+                expect += [tid, L.LONG_ESCAPE, n]
+                k += 3
+                p += 7 + n
+            else:
+                fmt.append("HB")
+                heads += [k, k + 1]
+                expect += [tid, n]
+                k += 2
+                p += 3 + n
+            if tid == L.TRACE_REPEATED_DATA:
+                repeated = k
+                fmt.append(f"{n}s")
+            else:
+                kind = _KINDS[tid]
+                code = _INT_CODES.get(n) if kind == _K_INT else None
+                fmt.append(code or f"{n}s")
+                keys.append(_KEYS[tid])
+                values.append(k)
+                if kind == _K_TEXT:
+                    texts.append(_KEYS[tid])
+                elif code is None and kind != _K_START:
+                    funcs.append((_KEYS[tid], _FUNCS[tid]))
+            k += 1
+        if len(heads) < 2 or len(values) < 2:
+            return None  # itemgetter of one index gives no tuple; such records are rare
+        return cls("".join(fmt), heads, expect, keys, values, texts, funcs, repeated)
 
 
 @lru_cache(maxsize=4096)
@@ -849,10 +921,14 @@ class _Decoder:
         # Key of the repeated-data cache (SPID in every known server file).
         base = header.repeat_base
         self.key_column = base if base in N.COLUMNS else N.C_SPID
-        # key column value (raw bytes) -> attribute key -> decoded value
+        self.key_name = N.COLUMN_KEYS[self.key_column]
+        # key column value (decoded) -> attribute key -> decoded value
         # (StartTime raw): what the last event of that key said.
-        self.cache: dict[bytes, dict[str, Any]] = {}
-        self.texts: dict[bytes, str] = {}
+        self.cache: dict[Any, dict[str, Any]] = {}
+        self.texts: dict[bytes, str] = {}  # UTF-16 value -> text
+        self.shapes: dict[tuple[int, int], _Shape] = {}  # (event class, record length) -> layout
+        self.seen_shapes: set[tuple[int, int]] = set()
+        self.seconds: dict[bytes, str] = {}  # SYSTEMTIME up to the second -> its text
         self.unresolved = 0
         self.first_unresolved: int | None = None
         self.resolved = 0
@@ -914,12 +990,11 @@ class _Decoder:
         win = reader.win
         buf, base = win.buf, win.base
         blen = len(buf)
-        begin, head, long_len = L.BEGIN_TOKEN.unpack_from, _unpack_head, _unpack_long
-        kinds, keys, funcs = _KINDS, _KEYS, _FUNCS
-        i32, i64, utf16 = _I32, _I64, _utf16_decode
-        texts = self.texts
-        cache = self.cache
-        key_column = self.key_column
+        begin = L.BEGIN_TOKEN.unpack_from
+        utf16 = _utf16_decode
+        texts, shapes, seconds, cache = self.texts, self.shapes, self.seconds, self.cache
+        walk = self._walk
+        key_name = self.key_name
         finish = self._row
         (add_type, add_id, add_message, add_time, add_record, add_user, add_database, add_name, add_otype,
          add_attrs) = self._appends
@@ -935,93 +1010,77 @@ class _Decoder:
             tid, n, event_class, length = begin(buf, rel)
             if tid != 0xFFF6 or n != 6 or event_class >= L.CONTROL_CLASS_MIN or length > MAX_RECORD_LENGTH:
                 return pos
-            p = rel + 9
-            end = p + length
+            body = rel + 9
+            end = body + length
             if end > blen:
                 if base + end > win.size:
                     return pos
                 win.ensure(pos, base + end + 3)
                 buf, base = win.buf, win.base
                 blen, rel = len(buf), pos - base
-                p, end = rel + 9, rel + 9 + length
+                body, end = rel + 9, rel + 9 + length
                 if end > blen:
                     return pos
-            attrs: dict[str, Any] = {}
-            repeated = key = None
-            count = 0
-            while p < end:
-                if p + 3 > end:
-                    return pos
-                tid, n = head(buf, p)
-                if n == 0xFF:
-                    if p + 7 > end:
-                        return pos
-                    n = long_len(buf, p + 3)[0]
-                    if n > L.MAX_VALUE_LENGTH:
-                        return pos
-                    d = p + 7
-                else:
-                    d = p + 3
-                q = d + n
-                if q > end:
-                    return pos
-                if tid < 256:
-                    kind = kinds[tid]
-                    if kind == 1:  # int
-                        if n == 4:
-                            value: Any = i32(buf, d)[0]
-                        elif n == 8:
-                            value = i64(buf, d)[0]
-                        else:
-                            value = _int(buf[d:q])
-                    elif kind == 2:  # text
-                        raw = buf[d:q]
+            shape = shapes.get((event_class, length))
+            attrs = None
+            if shape is not None:
+                vals = shape.unpack(buf, body)
+                if shape.heads(vals) == shape.expect:
+                    shape.misses = 0
+                    attrs = dict(zip(shape.keys, shape.values(vals), strict=True))
+                    for name in shape.texts:
+                        raw = attrs[name]
                         value = texts.get(raw)
                         if value is None:
                             value = utf16(raw, "replace")[0]
-                            if n <= TEXT_CACHE_MAX_BYTES:
+                            if len(raw) <= TEXT_CACHE_MAX_BYTES:
                                 if len(texts) >= TEXT_CACHE_ENTRIES:
                                     texts.clear()
                                 texts[raw] = value
-                    elif kind == 3:  # StartTime, decoded with the row
-                        value = buf[d:q]
-                    elif kind == 4:
-                        value = funcs[tid](buf[d:q])
-                    else:
-                        return pos
-                    if tid == key_column:
-                        key = buf[d:q]
-                    attrs[keys[tid]] = value
-                    count += 1
-                elif tid == 0xFFF3 and repeated is None:
-                    repeated = buf[d:q]
-                else:
-                    return pos  # special tokens, a second 0xFFF3, odd ids: the general path
-                p = q
-            if count != len(attrs):
-                return pos  # a column twice: the general path keeps both
-            resolved = missing = None
+                        attrs[name] = value
+                    for name, func in shape.funcs:
+                        attrs[name] = func(attrs[name])
+                    repeated = vals[shape.repeated] if shape.repeated >= 0 else None
+            if attrs is None:
+                walked = walk(buf, body, end, event_class, length, shape)
+                if walked is None:
+                    return pos
+                attrs, repeated = walked
+            resolved = None
             if repeated is not None:
+                key = attrs.get(key_name)
                 known = cache.get(key) if key is not None else None
-                resolved, missing = [], []
-                for cid, name in _repeated_ids(repeated):
-                    if name in attrs:
-                        continue  # an explicit value always wins
-                    if known is not None and name in known:
+                if known is None:
+                    return pos  # unresolved: reported by the general path
+                pairs, names, unique = _repeated_ids(repeated)
+                if unique is not None and unique.isdisjoint(attrs) and known.keys() >= unique:
+                    attrs.update(zip(names, map(known.__getitem__, names), strict=True))
+                    resolved = list(names)
+                else:
+                    resolved = []
+                    for _cid, name in pairs:
+                        if name in attrs:
+                            continue  # an explicit value always wins
+                        if name not in known:
+                            return pos
                         attrs[name] = known[name]
                         resolved.append(name)
-                    else:
-                        missing.append(cid)
-                if missing:
-                    return pos  # reported by the general path
             start = attrs.get(_START_KEY)
             if start is None or len(start) != 16:
                 return pos
-            fields = _SYSTEMTIME(start)
-            if not (0 < fields[0] <= 9999 and 0 < fields[1] <= 12 and 0 < fields[3] <= 28 and fields[4] < 24
-                    and fields[5] < 60 and fields[6] < 60 and fields[7] < 1000) and not _valid_time(fields):
+            prefix = seconds.get(start[:14])
+            if prefix is None:
+                fields = _SYSTEMTIME(start)
+                if not _valid_time((*fields[:7], 0)):
+                    return pos
+                if len(seconds) >= SECOND_CACHE_ENTRIES:
+                    seconds.clear()
+                prefix = seconds[start[:14]] = L.format_systemtime(fields)[:19]
+            ms = _U16(start, 14)[0]
+            if ms >= 1000:
                 return pos
             # The record is kept: from here on nothing can send it back.
+            key = attrs.get(key_name)
             if key is not None:
                 known = cache.get(key)
                 if known is None:
@@ -1037,7 +1096,7 @@ class _Decoder:
             add_type(kind)
             add_id(event_class)
             add_message(message)
-            add_time(_TIME_FORMAT % (fields[0], fields[1], *fields[3:]))
+            add_time(prefix + _MILLISECONDS[ms])
             add_record(reader.index)
             add_user(user)
             add_database(database)
@@ -1049,12 +1108,89 @@ class _Decoder:
             rows -= 1
         return pos
 
+    def _walk(self, buf: bytes, p: int, end: int, event_class: int, length: int, shape: _Shape | None
+              ) -> tuple[dict[str, Any], bytes | None] | None:
+        """Walk and decode a record body token by token: (attributes, 0xFFF3
+        payload), or None when the record needs the general path.  Compiles the
+        record's layout when its class and length recur."""
+        attrs: dict[str, Any] = {}
+        repeated = None
+        kinds, keys, funcs, texts = _KINDS, _KEYS, _FUNCS, self.texts
+        head, long_len, i32, i64, utf16 = _unpack_head, _unpack_long, _I32, _I64, _utf16_decode
+        start, count = p, 0
+        try:
+            while p < end:
+                tid, n = head(buf, p)
+                if n == 0xFF:
+                    n = long_len(buf, p + 3)[0]
+                    if n > L.MAX_VALUE_LENGTH:
+                        return None
+                    d = p + 7
+                else:
+                    d = p + 3
+                p = d + n
+                if tid < 256:
+                    kind = kinds[tid]
+                    if kind == 1:  # int
+                        if n == 4:
+                            value: Any = i32(buf, d)[0]
+                        elif n == 8:
+                            value = i64(buf, d)[0]
+                        else:
+                            value = _int(buf[d:p])
+                    elif kind == 2:  # text
+                        raw = buf[d:p]
+                        value = texts.get(raw)
+                        if value is None:
+                            value = utf16(raw, "replace")[0]
+                            if n <= TEXT_CACHE_MAX_BYTES:
+                                if len(texts) >= TEXT_CACHE_ENTRIES:
+                                    texts.clear()
+                                texts[raw] = value
+                    elif kind == 3:  # StartTime, decoded with the row
+                        value = buf[d:p]
+                    elif kind == 4:
+                        value = funcs[tid](buf[d:p])
+                    else:
+                        return None
+                    attrs[keys[tid]] = value
+                    count += 1
+                elif tid == 0xFFF3 and repeated is None:
+                    repeated = buf[d:p]
+                else:
+                    return None  # special tokens, a second 0xFFF3, odd ids: the general path
+        except struct.error:
+            return None  # a token head past the end of the buffer
+        if p != end or count != len(attrs):
+            return None  # a token runs past the record, or a column comes twice
+        # Compile the layout on the second record of this class and length (or
+        # when the compiled one keeps failing).
+        key = (event_class, length)
+        if shape is None:
+            if key in self.seen_shapes:
+                if len(self.shapes) >= SHAPE_CACHE_ENTRIES:
+                    self.shapes.clear()
+                compiled = _Shape.of(buf, start, end)
+                if compiled is not None:
+                    self.shapes[key] = compiled
+            else:
+                if len(self.seen_shapes) >= SHAPE_CACHE_ENTRIES:
+                    self.seen_shapes.clear()
+                self.seen_shapes.add(key)
+        else:
+            shape.misses += 1
+            if shape.misses >= 2:
+                compiled = _Shape.of(buf, start, end)
+                if compiled is not None:
+                    self.shapes[key] = compiled
+        return attrs, repeated
+
     # the general path -----------------------------------------------------------------
 
     def _resolve(self, rec: RawRecord, attrs: dict[str, Any]) -> tuple[list[str], list[int]]:
         """Apply 0xFFF3 from the per-key cache, then remember this record's values:
         (keys of the resolved columns, ids of the missing ones)."""
-        key = rec.columns.get(self.key_column)
+        key = attrs.get(self.key_name)
         known = self.cache.get(key) if key is not None else None
         resolved, missing = [], []
         for cid in rec.repeated:
