@@ -489,3 +489,31 @@ def test_numbered_files_are_not_split_images(tmp_path):
     found = discover([str(tmp_path)])
     assert sorted(os.path.basename(i.path) for i in found.inputs) == ["ERRORLOG.001", "ERRORLOG.002"]
     assert found.containers == []
+
+
+def test_encrypted_7z_is_reported(tmp_path):
+    py7zr = pytest.importorskip("py7zr")
+    path = tmp_path / "locked.7z"
+    with py7zr.SevenZipFile(path, "w", password="infected") as z:
+        z.write(EVTX, "Application.evtx")
+    result, table = run([path], tmp_path / "t.parquet")
+    assert table == []
+    assert any("encrypted" in p["message"] for p in result.manifest["problems"])
+    assert "Traceback" not in json.dumps(result.manifest)
+
+
+def test_velociraptor_layout_hive_is_found(tmp_path):
+    pytest.importorskip("dissect.regf")
+    from container_builders import build_hive, system_hive_tree
+    hive = build_hive(system_hive_tree("AUS Eastern Standard Time", -600), tmp_path / "SYSTEM")
+    archive = make_zip(tmp_path / "velo.zip", {
+        "uploads/auto/C%3A/Windows/System32/config/SYSTEM": hive,
+        "uploads/auto/C%3A/Program Files/Microsoft SQL Server/MSSQL15.MSSQLSERVER/MSSQL/Log/log_2.trc": TRC,
+    })
+    result, table = run([archive], tmp_path / "t.parquet")
+    reg = result.manifest["containers"][0]["registry"]
+    assert reg["time_zone"]["iana"] == "Australia/Sydney"
+    assert {r["tz_source"] for r in table} == {"registry"}
+    # February in Sydney is daylight saving time: UTC+11
+    row = next(r for r in table if r["local_time"])
+    assert row["timestamp"].strftime("%Y-%m-%d %H:%M") == _plus_hours(row["local_time"], -11)
