@@ -141,6 +141,8 @@ class DaskExecutor:
 
     # -- the map ------------------------------------------------------------------
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        from concurrent.futures import CancelledError
+
         from distributed import KilledWorker, as_completed
 
         fn = _test_wrappers(fn)
@@ -156,21 +158,18 @@ class DaskExecutor:
         try:
             for fut in as_completed([f for f, _ in futures.values()], loop=self.client.loop):
                 _f, i = futures.pop(fut.key)
-                status = fut.status
-                if status == "finished":
-                    try:
-                        result = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - reported per task
-                        result = TaskFailed(f"{type(exc).__name__}: {exc}")
-                elif status == "cancelled":
-                    raise ExecutorError("lost the Dask scheduler (task cancelled): the run is incomplete")
-                else:
-                    exc = fut.exception()
-                    if isinstance(exc, KilledWorker):
-                        result = TaskFailed("Dask worker process died while parsing this input "
-                                            "(each attempt on another worker); given up")
-                    else:
-                        result = TaskFailed(f"{type(exc).__name__}: {exc}")
+                # result() waits when the future went back to pending: a result
+                # held by a worker that died before it was fetched is computed
+                # again (only that attempt's run files are then used).
+                try:
+                    result = fut.result()
+                except KilledWorker:
+                    result = TaskFailed("Dask worker process died while parsing this input "
+                                        "(each attempt on another worker); given up")
+                except CancelledError:
+                    raise ExecutorError("lost the Dask scheduler (task cancelled): the run is incomplete") from None
+                except Exception as exc:  # noqa: BLE001 - reported per task
+                    result = TaskFailed(f"{type(exc).__name__}: {exc}")
                 fut.release()
                 yield pending[i], result
         except BaseException:

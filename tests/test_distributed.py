@@ -151,12 +151,11 @@ def _inputs(manifest: dict) -> dict[str, tuple]:
     return {i["path"]: (i["status"], i["events"], i["records"]["written"], i["sha256"]) for i in manifest["inputs"]}
 
 
-def test_cluster_timeline_equals_local_run(cluster, local_run, tmp_path):
+def test_cluster_timeline_equals_local_run(cluster, local_run, tmp_path, cli):
     ref, ref_code = local_run
     out = tmp_path / "cluster.parquet"
-    proc = run_cli("timeline", *evidence_paths(), "-o", out, "--scheduler", cluster.address)
-    assert proc.returncode == ref_code, proc.stderr
-    assert "Traceback" not in proc.stderr
+    code, _out, err = cli("timeline", *evidence_paths(), "-o", out, "--scheduler", cluster.address)
+    assert code == ref_code, err
     expected = pq.read_table(ref)
     got = pq.read_table(out)
     assert got.num_rows > 1000
@@ -166,7 +165,7 @@ def test_cluster_timeline_equals_local_run(cluster, local_run, tmp_path):
     assert _inputs(m) == _inputs(manifest_of(ref))
     assert all(i["records"]["reconciled"] for i in m["inputs"])
     # progress: one line per completed future
-    assert proc.stderr.count("mssql-forensic: parsed ") == len(m["inputs"])
+    assert err.count("mssql-forensic: parsed ") == len(m["inputs"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left
 
 
@@ -178,13 +177,13 @@ def test_local_cluster_equals_local_run(local_run, tmp_path, cli):
     assert pq.read_table(out).equals(pq.read_table(ref))
 
 
-def test_dataset_layout_reads_back_the_same(cluster, local_run, tmp_path):
+def test_dataset_layout_reads_back_the_same(cluster, local_run, tmp_path, cli):
     ref, ref_code = local_run
     out = tmp_path / "ds"
     scratch = tmp_path / "scratch"
-    proc = run_cli("timeline", *evidence_paths(), "-o", out, "--scheduler", cluster.address,
-                   "--layout", "dataset", "--scratch", scratch, "-q")
-    assert proc.returncode == ref_code, proc.stderr
+    code, _out, err = cli("timeline", *evidence_paths(), "-o", out, "--scheduler", cluster.address,
+                          "--layout", "dataset", "--scratch", scratch, "-q")
+    assert code == ref_code, err
     assert (out / MARKER).is_file() and Path(str(out) + ".manifest.json").is_file()
     parts = sorted(out.rglob("*.parquet"))
     assert parts and all(p.relative_to(out).parts[0].startswith("host=") and
@@ -199,15 +198,19 @@ def test_dataset_layout_reads_back_the_same(cluster, local_run, tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
     assert list(scratch.iterdir()) == []
     # every reader takes the folder
-    f_ds = run_cli("findings", out, "--json")
-    f_ref = run_cli("findings", ref, "--json")
-    assert f_ds.returncode == 0 and json.loads(f_ds.stdout) == json.loads(f_ref.stdout)
-    rep = run_cli("report", out, "-o", tmp_path / "r.html")
-    assert rep.returncode == 0, rep.stderr
+    c1, f_ds, _e = cli("findings", out, "--json")
+    c2, f_ref, _e = cli("findings", ref, "--json")
+    assert c1 == c2 == 0 and json.loads(f_ds) and json.loads(f_ds) == json.loads(f_ref)
+    code, _o, err = cli("report", out, "-o", tmp_path / "r.html")
+    assert code == 0, err
+    # a second run replaces the dataset (it is one)
+    code, _o, err = cli("timeline", str(FIXTURES), "-o", out, "--layout", "dataset", "--workers", "1", "-q")
+    assert code == 0, err
+    assert read_rows(out).num_rows == manifest_of(out)["output"]["rows"] < m["output"]["rows"]
     pytest.importorskip("duckdb")
-    q = run_cli("query", out, "select count(*) as n, count(distinct source_file) as f from timeline", "--format", "jsonl")
-    assert q.returncode == 0, q.stderr
-    assert json.loads(q.stdout)["n"] == m["output"]["rows"]
+    code, q, err = cli("query", out, "select count(*) as n from timeline", "--format", "jsonl")
+    assert code == 0, err
+    assert json.loads(q)["n"] == manifest_of(out)["output"]["rows"]
 
 
 def test_killed_worker_loses_and_duplicates_nothing(cluster, local_run, tmp_path):
@@ -241,28 +244,6 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, local_run, tmp_path
     assert all(i["records"]["reconciled"] for i in m["inputs"])
 
 
-def test_input_killing_its_worker_twice_is_reported(local_run, tmp_path):
-    """An input whose worker dies on every attempt: given up after two deaths,
-    named in the manifest; every other input is complete."""
-    ref, _code = local_run
-    out = tmp_path / "poison.parquet"
-    proc = run_cli("timeline", str(FIXTURES), "-o", out, "--scheduler", "local", "--workers", "2", "-q",
-                   env={"MSSQL_FORENSIC_TEST_KILL_WORKER": "ERRORLOG.3"}, timeout=120)
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    m = manifest_of(out)
-    bad = [i for i in m["inputs"] if "ERRORLOG.3" in i["path"]]
-    assert len(bad) == 1 and bad[0]["status"] == "error"
-    assert any("died" in e for e in bad[0]["errors"])
-    others = [i for i in m["inputs"] if "ERRORLOG.3" not in i["path"]]
-    assert others and all(i["status"] == "complete" for i in others)
-    expected = pq.read_table(ref).filter(pa.compute.invert(pa.compute.match_substring(
-        pq.read_table(ref).column("source_file"), "ERRORLOG.3")))
-    got = pq.read_table(out)
-    fixtures = pa.compute.starts_with(expected.column("source_file"), str(FIXTURES))
-    assert got.num_rows == expected.filter(fixtures).num_rows
-
-
 def test_scheduler_errors_are_usage_errors(tmp_path, cli, monkeypatch):
     code, _o, err = cli("timeline", str(FIXTURES), "-o", tmp_path / "t.parquet", "--scheduler", "nonsense")
     assert code == 2 and "--scheduler" in err
@@ -291,3 +272,26 @@ def test_paths_the_workers_cannot_see(cluster, tmp_path):
             ex.require_visible([str(tmp_path / "not-shared")])
     finally:
         ex.close()
+
+
+def test_input_killing_its_worker_twice_is_reported(cluster, local_run, tmp_path):
+    """An input whose worker dies on every attempt: given up after two deaths
+    (the cluster's allowed-failures = 1), named in the manifest; every other
+    input is complete."""
+    ref, _code = local_run
+    out = tmp_path / "poison.parquet"
+    proc = run_cli("timeline", str(FIXTURES), "-o", out, "--scheduler", cluster.address, "-q",
+                   env={"MSSQL_FORENSIC_TEST_KILL_WORKER": "ERRORLOG.3"}, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    m = manifest_of(out)
+    bad = [i for i in m["inputs"] if "ERRORLOG.3" in i["path"]]
+    assert len(bad) == 1 and bad[0]["status"] == "error"
+    assert any("died" in e for e in bad[0]["errors"])
+    others = [i for i in m["inputs"] if "ERRORLOG.3" not in i["path"]]
+    assert others and all(i["status"] == "complete" for i in others)
+    expected = pq.read_table(ref).filter(pa.compute.invert(pa.compute.match_substring(
+        pq.read_table(ref).column("source_file"), "ERRORLOG.3")))
+    got = pq.read_table(out)
+    fixtures = pa.compute.starts_with(expected.column("source_file"), str(FIXTURES))
+    assert got.num_rows == expected.filter(fixtures).num_rows
