@@ -538,7 +538,24 @@ def _text(raw: bytes) -> str:
 
 
 def _time(raw: bytes) -> str:
-    return L.format_systemtime(L.SYSTEMTIME.unpack(raw)) if len(raw) == 16 else raw.hex()
+    if len(raw) != 16:
+        return raw.hex()
+    ms = raw[14] | raw[15] << 8
+    if ms >= 1000:
+        return L.format_systemtime(L.SYSTEMTIME.unpack(raw))
+    return _second_text(raw[:14]) + _MILLISECONDS[ms]
+
+
+@lru_cache(maxsize=4096)  # consecutive events share their second
+def _second_text(raw: bytes) -> str:
+    year, month, _weekday, day, hour, minute, second = _SYSTEMTIME_SECONDS(raw)
+    return f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
+
+
+_SYSTEMTIME_SECONDS = struct.Struct("<7H").unpack
+
+
+_MILLISECONDS = [f".{ms:03d}" for ms in range(1000)]
 
 
 def _guid(raw: bytes) -> str:
@@ -797,7 +814,6 @@ _INT_CODES = {1: "b", 2: "h", 4: "i", 8: "q"}  # signed little-endian, as _int()
 _I32, _I64 = struct.Struct("<i").unpack_from, struct.Struct("<q").unpack_from
 _U16 = struct.Struct("<H").unpack_from
 _SYSTEMTIME = L.SYSTEMTIME.unpack
-_MILLISECONDS = [f".{ms:03d}" for ms in range(1000)]
 
 TEXT_CACHE_MAX_BYTES = 512  # short text values (names, hosts, logins) repeat; long ones rarely do
 TEXT_CACHE_ENTRIES = 50_000
@@ -808,13 +824,15 @@ BLOCK_ROWS = 10_000
 
 
 @lru_cache(maxsize=1024)
-def _repeated_ids(data: bytes) -> tuple[tuple[tuple[int, str], ...], tuple[str, ...], frozenset[str] | None]:
+def _repeated_ids(data: bytes) -> tuple[tuple[tuple[int, str], ...], tuple[str, ...], frozenset[str] | None, Any]:
     """A 0xFFF3 payload -> (((column id, attribute key), ...), keys, key set or
-    None when a column is listed twice)."""
+    None when a column is listed twice or none is, getter of the keys' values)."""
     ids = [int.from_bytes(data[i:i + 2], "little") for i in range(0, len(data) - 1, 2)]
     pairs = tuple((cid, N.COLUMN_KEYS.get(cid) or f"column_{cid}") for cid in ids)
     names = tuple(name for _cid, name in pairs)
-    return pairs, names, frozenset(names) if len(set(names)) == len(names) else None
+    if len(set(names)) != len(names) or len(names) < 2:
+        return pairs, names, None, None
+    return pairs, names, frozenset(names), itemgetter(*names)
 
 
 class _Shape:
@@ -827,19 +845,22 @@ class _Shape:
     tokens would find exactly these tokens.
     """
 
-    __slots__ = ("unpack", "heads", "expect", "keys", "values", "texts", "funcs", "repeated", "misses")
+    __slots__ = ("unpack", "heads", "expect", "keys", "keyset", "values", "texts", "funcs", "repeated", "misses",
+                 "disjoint")
 
     def __init__(self, fmt: str, heads: list[int], expect: list[int], keys: list[str], values: list[int],
-                 texts: list[str], funcs: list[tuple[str, Any]], repeated: int):
+                 texts: list[int], funcs: list[tuple[int, Any]], repeated: int):
         self.unpack = struct.Struct(fmt).unpack_from
         self.heads = itemgetter(*heads)
         self.expect = tuple(expect)
         self.keys = tuple(keys)
+        self.keyset = frozenset(keys)
         self.values = itemgetter(*values)
-        self.texts = tuple(texts)
-        self.funcs = tuple(funcs)
+        self.texts = tuple(texts)  # positions in values() of UTF-16 text
+        self.funcs = tuple(funcs)  # (position in values(), decoder)
         self.repeated = repeated  # index of the 0xFFF3 payload, or -1
         self.misses = 0
+        self.disjoint: dict[bytes, bool] = {}  # 0xFFF3 payload -> names none of its columns explicitly
 
     @classmethod
     def of(cls, buf: bytes, p: int, end: int) -> _Shape | None:
@@ -869,12 +890,12 @@ class _Shape:
                 kind = _KINDS[tid]
                 code = _INT_CODES.get(n) if kind == _K_INT else None
                 fmt.append(code or f"{n}s")
+                if kind == _K_TEXT:
+                    texts.append(len(keys))
+                elif code is None and kind != _K_START:
+                    funcs.append((len(keys), _FUNCS[tid]))
                 keys.append(_KEYS[tid])
                 values.append(k)
-                if kind == _K_TEXT:
-                    texts.append(_KEYS[tid])
-                elif code is None and kind != _K_START:
-                    funcs.append((_KEYS[tid], _FUNCS[tid]))
             k += 1
         if len(heads) < 2 or len(values) < 2:
             return None  # itemgetter of one index gives no tuple; such records are rare
@@ -1027,34 +1048,48 @@ class _Decoder:
                 vals = shape.unpack(buf, body)
                 if shape.heads(vals) == shape.expect:
                     shape.misses = 0
-                    attrs = dict(zip(shape.keys, shape.values(vals), strict=True))
-                    for name in shape.texts:
-                        raw = attrs[name]
-                        value = texts.get(raw)
-                        if value is None:
-                            value = utf16(raw, "replace")[0]
-                            if len(raw) <= TEXT_CACHE_MAX_BYTES:
-                                if len(texts) >= TEXT_CACHE_ENTRIES:
-                                    texts.clear()
-                                texts[raw] = value
-                        attrs[name] = value
-                    for name, func in shape.funcs:
-                        attrs[name] = func(attrs[name])
-                    repeated = vals[shape.repeated] if shape.repeated >= 0 else None
+                    values = shape.values(vals)
+                    if shape.texts or shape.funcs:
+                        values = list(values)
+                        for i in shape.texts:
+                            raw = values[i]
+                            value = texts.get(raw)
+                            if value is None:
+                                value = utf16(raw, "replace")[0]
+                                if len(raw) <= TEXT_CACHE_MAX_BYTES:
+                                    if len(texts) >= TEXT_CACHE_ENTRIES:
+                                        texts.clear()
+                                    texts[raw] = value
+                            values[i] = value
+                        for i, func in shape.funcs:
+                            values[i] = func(values[i])
+                    attrs = dict(zip(shape.keys, values, strict=True))
+                    if shape.repeated >= 0:
+                        repeated = vals[shape.repeated]
+                        disjoint = shape.disjoint.get(repeated)
+                        if disjoint is None:
+                            unique = _repeated_ids(repeated)[2]
+                            disjoint = shape.disjoint[repeated] = unique is not None and unique.isdisjoint(
+                                shape.keyset)
+                    else:
+                        repeated = None
             if attrs is None:
                 walked = walk(buf, body, end, event_class, length, shape)
                 if walked is None:
                     return pos
                 attrs, repeated = walked
+                if repeated is not None:
+                    unique = _repeated_ids(repeated)[2]
+                    disjoint = unique is not None and unique.isdisjoint(attrs)
             resolved = None
             if repeated is not None:
                 key = attrs.get(key_name)
                 known = cache.get(key) if key is not None else None
                 if known is None:
                     return pos  # unresolved: reported by the general path
-                pairs, names, unique = _repeated_ids(repeated)
-                if unique is not None and unique.isdisjoint(attrs) and known.keys() >= unique:
-                    attrs.update(zip(names, map(known.__getitem__, names), strict=True))
+                pairs, names, unique, getter = _repeated_ids(repeated)
+                if disjoint and known.keys() >= unique:  # type: ignore[operator]
+                    attrs.update(zip(names, getter(known), strict=True))
                     resolved = list(names)
                 else:
                     resolved = []
