@@ -59,10 +59,10 @@ def _inside(child: str, parent: str) -> bool:
 def _check_output(output: str, paths: list[str], force: bool, layout: str = "file") -> None:
     out = os.path.abspath(output)
     if layout == "dataset":
-        from forensic.dataset import is_dataset
-        if os.path.lexists(out) and not is_dataset(out):
+        from forensic.dataset import replaceable
+        if not replaceable(out):
             raise usage_error(f"output {output!r} exists and is not a timeline dataset written by this tool; "
-                              "give a new folder name for --layout dataset")
+                              "give a new (or empty) folder for --layout dataset")
     elif os.path.isdir(out):
         raise usage_error(f"output {output!r} is a folder; give a file name")
     parent = os.path.dirname(out)

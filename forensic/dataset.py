@@ -67,6 +67,15 @@ def is_dataset(path: str) -> bool:
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, MARKER))
 
 
+def replaceable(path: str) -> bool:
+    """OUT may be (re)written as a dataset: absent, an empty folder, or a dataset."""
+    if not os.path.lexists(path):
+        return True
+    if os.path.isdir(path) and not os.path.islink(path):
+        return is_dataset(path) or not os.listdir(path)
+    return False
+
+
 def _schema() -> pa.Schema:
     return TIMELINE_SCHEMA.with_metadata({**(TIMELINE_SCHEMA.metadata or {}),
                                           b"mssql_forensic_version": __version__.encode()})
@@ -200,7 +209,7 @@ class DatasetCommit:
                        "written_utc": datetime.now(UTC).isoformat().replace("+00:00", "Z")}, fh, indent=2)
         old = None
         if os.path.lexists(self.path):
-            if not is_dataset(self.path):
+            if not replaceable(self.path):
                 raise DatasetError(f"{self.path} exists and is not a timeline dataset")
             old = self.path + f".old-{os.getpid()}"
             os.rename(self.path, old)

@@ -295,3 +295,41 @@ def test_input_killing_its_worker_twice_is_reported(cluster, local_run, tmp_path
     got = pq.read_table(out)
     fixtures = pa.compute.starts_with(expected.column("source_file"), str(FIXTURES))
     assert got.num_rows == expected.filter(fixtures).num_rows
+
+
+def test_dataset_commit_keeps_only_reported_parts(tmp_path):
+    """Parts of an attempt that no completed task reported (a dead worker's)
+    are deleted before the folder becomes OUT; hostile host names stay one
+    directory level."""
+    from forensic.dataset import DatasetCommit, PartResult, is_dataset, partition_segment
+    for hostile in ("../../etc", "a/b", "..", "x" * 400, "\udcff"):
+        seg = partition_segment("host", hostile)
+        assert "/" not in seg and seg.startswith("host=") and len(seg.encode()) < 200
+    out = tmp_path / "ds"
+    commit = DatasetCommit(str(out))
+    keep = os.path.join("host=A", "month=2025-01", "part-1-good.parquet")
+    dead = os.path.join("host=A", "month=2025-01", "part-1-dead.parquet")
+    orphan_dir = os.path.join("host=B", "month=2025-02", "part-2-dead.parquet")
+    for rel in (keep, dead, orphan_dir):
+        os.makedirs(os.path.dirname(os.path.join(commit.tmp, rel)), exist_ok=True)
+        Path(commit.tmp, rel).write_bytes(b"x")
+    commit.add(PartResult(files=[keep], rows=1))
+    commit.close()
+    assert is_dataset(str(out))
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted([keep, "_mssql_forensic_dataset.json"])
+    assert not (out / "host=B").exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_dataset_output_refuses_other_folders(tmp_path, cli):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("case notes")
+    code, _o, err = cli("timeline", str(FIXTURES), "-o", taken, "--layout", "dataset", "-q")
+    assert code == 2 and "not a timeline dataset" in err
+    assert (taken / "notes.txt").read_text() == "case notes"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _o, err = cli("timeline", str(FIXTURES), "-o", empty, "--layout", "dataset", "--workers", "2", "-q")
+    assert code == 0, err
+    assert read_rows(empty).num_rows == manifest_of(empty)["output"]["rows"] > 0
