@@ -66,10 +66,14 @@ CLUSTER_ENV = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
 class LoopbackCluster:
     """``dask scheduler`` + two ``dask worker`` processes on 127.0.0.1."""
 
-    def __init__(self, folder: Path, workers: int = 2):
+    def __init__(self, folder: Path):
         self.folder = folder
         self.procs: list[subprocess.Popen] = []
         self.logs = []
+        self.address = None
+
+    def start(self, workers: int = 2) -> None:
+        folder = self.folder
         env = {**os.environ, **CLUSTER_ENV}
         sched_file = folder / "scheduler.json"
         self._spawn(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
@@ -129,13 +133,12 @@ class LoopbackCluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = None
-    try:
-        c = LoopbackCluster(tmp_path_factory.mktemp("dask"))
+    c = LoopbackCluster(tmp_path_factory.mktemp("dask"))
+    try:  # torn down even when it fails to start half-way
+        c.start()
         yield c
     finally:
-        if c is not None:
-            c.close()
+        c.close()
 
 
 @pytest.fixture(scope="module")
