@@ -52,6 +52,10 @@ def print_summary(result: RunResult, console: Console) -> None:
         desc = inst["time_zone"]
         if desc["method"] in ("cli", "assumed_utc"):
             decision = desc["method"] + (f" {desc.get('zone')}" if desc.get("zone") else "")
+        elif len(desc["offsets"]) > 6:  # a whole zone (registry): one line, details in the manifest
+            kinds = Counter(o["tz_source"] for o in desc["offsets"])
+            decision = (f"{len(desc['offsets'])} offset periods ({', '.join(sorted({o['offset'] for o in desc['offsets']}))}"
+                        f"; {desc.get('zone_hint') or 'zone unknown'}) from " + ", ".join(sorted(kinds)))
         else:
             decision = ", ".join(f"{o['offset']} ({o['tz_source']}{' from ' + o['from_local'] if o['from_local'] else ''})"
                                  for o in desc["offsets"])
