@@ -37,6 +37,7 @@ from operator import itemgetter
 from pathlib import PurePath
 from typing import Any, BinaryIO
 
+import orjson
 from construct import ConstructError
 
 from forensic.model import Event, EventColumns, InputEvidence, ParseWarning
@@ -819,6 +820,7 @@ TEXT_CACHE_MAX_BYTES = 512  # short text values (names, hosts, logins) repeat; l
 TEXT_CACHE_ENTRIES = 50_000
 REPEAT_CACHE_KEYS = 100_000  # distinct repeated-data keys (SPIDs); a crafted header could make it grow
 SHAPE_CACHE_ENTRIES = 4096
+_UNSET = object()
 SECOND_CACHE_ENTRIES = 100_000
 BLOCK_ROWS = 10_000
 
@@ -846,10 +848,10 @@ class _Shape:
     """
 
     __slots__ = ("unpack", "heads", "expect", "keys", "keyset", "values", "texts", "funcs", "repeated", "misses",
-                 "disjoint")
+                 "disjoint", "kinds", "positions", "funcs_by_value", "rows")
 
     def __init__(self, fmt: str, heads: list[int], expect: list[int], keys: list[str], values: list[int],
-                 texts: list[int], funcs: list[tuple[int, Any]], repeated: int):
+                 texts: list[int], funcs: list[tuple[int, Any]], repeated: int, kinds: list[str]):
         self.unpack = struct.Struct(fmt).unpack_from
         self.heads = itemgetter(*heads)
         self.expect = tuple(expect)
@@ -861,11 +863,15 @@ class _Shape:
         self.repeated = repeated  # index of the 0xFFF3 payload, or -1
         self.misses = 0
         self.disjoint: dict[bytes, bool] = {}  # 0xFFF3 payload -> names none of its columns explicitly
+        self.kinds = tuple(kinds)  # per value: "i" int, "t" text, "f" decoder, "s" StartTime
+        self.positions = tuple(values)
+        self.funcs_by_value = dict(funcs)
+        self.rows: dict[bytes | None, _RowCode | None] = {}  # 0xFFF3 payload -> row code
 
     @classmethod
     def of(cls, buf: bytes, p: int, end: int) -> _Shape | None:
         """The layout of the well-formed record body ``buf[p:end]`` (already walked)."""
-        fmt, heads, expect, keys, values, texts, funcs = ["<"], [], [], [], [], [], []
+        fmt, heads, expect, keys, values, texts, funcs, kinds = ["<"], [], [], [], [], [], [], []
         repeated = -1
         k = 0
         while p < end:
@@ -892,14 +898,20 @@ class _Shape:
                 fmt.append(code or f"{n}s")
                 if kind == _K_TEXT:
                     texts.append(len(keys))
-                elif code is None and kind != _K_START:
+                    kinds.append("t")
+                elif kind == _K_START:
+                    kinds.append("s")
+                elif code is None:
                     funcs.append((len(keys), _FUNCS[tid]))
+                    kinds.append("f")
+                else:
+                    kinds.append("i")
                 keys.append(_KEYS[tid])
                 values.append(k)
             k += 1
         if len(heads) < 2 or len(values) < 2:
             return None  # itemgetter of one index gives no tuple; such records are rare
-        return cls("".join(fmt), heads, expect, keys, values, texts, funcs, repeated)
+        return cls("".join(fmt), heads, expect, keys, values, texts, funcs, repeated, kinds)
 
 
 @lru_cache(maxsize=4096)
@@ -924,6 +936,254 @@ def _valid_time(fields: tuple[int, ...]) -> bool:
     return L.systemtime_datetime(fields) is not None
 
 
+# --- compiled rows ------------------------------------------------------------------
+
+_dumps = orjson.dumps
+_JSON_CACHE_ENTRIES = 50_000
+
+
+def _json(value: Any) -> str:
+    """A value as compact JSON, exactly as :func:`forensic.schema.attributes_json` writes it."""
+    return _dumps(value).decode()
+
+
+class _RowCode:
+    """Generated code for the rows of one record layout and one 0xFFF3 list.
+
+    ``fn(vals, known, offset)`` gives ``(attributes JSON, event_type, message,
+    user, database, object_name, object_type)`` for a record read with the
+    layout, stores its columns in ``known`` (the repeated-data cache of its
+    key) and raises KeyError when a repeated column is not in the cache.  The
+    JSON is what ``attributes_json`` makes of the row the general path builds
+    (same keys, same sorted order, same encodings), written by one f-string
+    instead of a dict and a serializer; the tests compare the two.  Only
+    constant keys and positions go into the generated source, never evidence.
+    """
+
+    __slots__ = ("fn", "start", "key", "resolved")
+
+    def __init__(self, fn: Any, start: int, key: int, resolved: int):
+        self.fn = fn
+        self.start = start  # position of StartTime in the unpacked values
+        self.key = key  # position of the repeated-data key column, or -1
+        self.resolved = resolved  # columns taken from the cache per row
+
+
+def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_name: str,
+                  texts: dict[bytes, tuple[str, str]], jsons: dict[Any, tuple[str, ...]]) -> _RowCode | None:
+    """The row code of a layout, or None when its rows need the dict path
+    (message events, which are classified; StartTime or the key column taken
+    from the cache; an 0xFFF3 list naming an explicit column or one twice)."""
+    names: tuple[str, ...] = ()
+    if payload is not None:
+        _pairs, names, unique, _get = _repeated_ids(payload)
+        if unique is None or not unique.isdisjoint(shape.keyset):
+            return None
+    columns = dict(zip(shape.keys, range(len(shape.keys)), strict=True))
+    if _START_KEY not in columns or (names and key_name not in columns):
+        return None
+    # Message events are classified with the message catalogue; their rows keep
+    # a dict (the engine tests rules on it exactly and encodes it).
+    classified = ("text_data" in columns or "text_data" in names) and (
+        event_class in MESSAGE_EVENTS or event_class == LOGIN_FAILED)
+    lines = []
+    value: dict[str, str] = {}  # key -> expression of its Python value
+    json: dict[str, str] = {}  # key -> expression of its JSON text
+    key = -1
+    for k, (name, kind, pos) in enumerate(zip(shape.keys, shape.kinds, shape.positions, strict=True)):
+        if kind == "i":
+            value[name] = json[name] = f"v[{pos}]"
+        elif kind == "t":
+            lines.append(f"a{k} = TG(v[{pos}]) or {'TT' if classified else 'T'}(v[{pos}])")
+            value[name], json[name] = f"a{k}[0]", f"a{k}[1]"
+        elif kind == "f":
+            lines.append(f"a{k} = F{k}(v[{pos}])")
+            value[name], json[name] = f"a{k}", f"J(a{k})"
+        else:  # StartTime: kept raw, for the cache only
+            value[name] = f"v[{pos}]"
+        if name == key_name:
+            if kind != "i":
+                return None  # the cache key must be the value itself
+            key = pos
+    if names:
+        lines.append("rv = G(known)")
+        if not classified:
+            lines.append("rj = RJ(rv) or R(rv)")
+        for m, name in enumerate(names):
+            value[name], json[name] = f"rv[{m}]", f"rj[{m}]"
+    # The cache holds every column of the record, StartTime included.
+    lines += [f"known[{name!r}] = {value[name]}" for name in shape.keys]
+
+    def get(name: str) -> str:
+        return value.get(name, "None")
+
+    lines += [
+        f"sub = {get('event_sub_class')}",
+        f"raw_type = {get('object_type')}",
+        f"user = {get('login_name')} or {get('session_login_name')} or None",
+        f"database = {get('database_name')} or None",
+        f"object_name = {get('object_name')} or {get('target_login_name')} or {get('file_name')} or None",
+        f"text = {get('text_data')}",
+        f"role, client, app = {get('role_name')}, {get('host_name')}, {get('application_name')}",
+        f"name, sub_name, kind, message = CI({event_class}, sub if type(sub) is int else None)",
+    ]
+    if classified:
+        return _compile_classified(shape, event_class, names, key, columns, lines, value, texts, jsons)
+    lines += [
+        "e_sub = SUBJ(sub_name) if sub_name else ''",
+        "object_type, e_type = OT(raw_type) if type(raw_type) is int else (None, '')",
+        "if object_name and database:",
+        "    e_q = ',\"qualified_name\":' + J(f'{database}.{object_name}')",
+        "    message += (f' {object_type}' if object_type else '') + f' {database}.{object_name}'",
+        "else:",
+        "    e_q = ''",
+        "    if object_name:",
+        "        message += (f' {object_type}' if object_type else '') + f' {object_name}'",
+        "    elif database:",
+        "        message += f' {database}'",
+        "if role:",
+        "    message += f' role {role}'",
+        "if user:",
+        "    message += f' by {user}'",
+        "if client:",
+        "    message += f' from {client}'",
+        "if app:",
+        "    message += f' via {app}'",
+        "if text:",
+        "    message += ': ' + SHORT(text)",
+    ]
+    # The attributes, keys sorted as attributes_json sorts them; optional ones
+    # come as ready ',"key":value' fragments (or nothing).
+    parts: dict[str, str] = {name: f"{{{expr}}}" for name, expr in json.items() if name not in ("offset",)}
+    parts["event_class_name"] = _braces(_json(N.event_name(event_class)))
+    parts["offset"] = "{offset}"
+    if names:
+        parts["repeated_columns"] = _braces(_json(list(names)))
+    optional = {"event_subclass_name": "{e_sub}", "object_type_name": "{e_type}", "qualified_name": "{e_q}"}
+    template = "".join(optional[name] if name in optional else f",{_braces(_json(name))}:{parts[name]}"
+                       for name in sorted([*parts, *optional]))
+    lines.append(f"return '{{' + f{template!r}[1:] + '}}', kind, message, user, database, object_name, object_type")
+    source = "def rows(v, known, offset):\n" + "".join(f"    {line}\n" for line in lines)
+    scope: dict[str, Any] = {
+        "TG": texts.get, "T": _Texts(texts), "J": _json, "RJ": jsons.get, "R": _JsonTuple(jsons),
+        "G": _getter(names) if names else None, "CI": _class_info, "SUBJ": _subclass_json, "OT": _object_type_json,
+        "SHORT": _short,
+        **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
+    }
+    exec(compile(source, f"<trace rows {event_class}>", "exec"), scope)  # noqa: S102 - constants only
+    return _RowCode(scope["rows"], shape.positions[columns[_START_KEY]], key, len(names))
+
+
+def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...], key: int,
+                        columns: dict[str, int], lines: list[str], value: dict[str, str],
+                        texts: dict[bytes, tuple[str, str]], jsons: dict[Any, tuple[str, ...]]) -> _RowCode:
+    """Row code for message events: the row of :meth:`_Decoder._row` as a dict."""
+    # Columns first, then what _row adds (its "offset" replaces column 61's).
+    items = [f"{name!r}: {expr}" for name, expr in value.items() if name != _START_KEY]
+    items.append(f"'event_class_name': {N.event_name(event_class)!r}")
+    if names:
+        items.append(f"'repeated_columns': {list(names)!r}")
+    items.append("'offset': offset")
+    lines += [
+        "attrs = {" + ", ".join(items) + "}",
+        "if sub_name:",
+        "    attrs['event_subclass_name'] = sub_name",
+        "object_type, type_name = OTN(raw_type) if type(raw_type) is int else (None, None)",
+        "if type_name:",
+        "    attrs['object_type_name'] = type_name",
+        "if object_name and database:",
+        "    attrs['qualified_name'] = f'{database}.{object_name}'",
+        f"error = {value.get('error', 'None')}",
+        "extra, match, detail = MSG(text, error if type(error) is int else None)",
+        "attrs.update(extra)",
+        "if match is not None:",
+        *(["    kind = match.event_type"] if event_class != LOGIN_FAILED else []),
+        "    if match.event_id is not None:",
+        "        attrs['message_id'] = match.event_id",
+        "    object_name = match.object_name or object_name",
+        "    object_type = match.object_type or object_type",
+        "    user = match.user or user",
+        "    database = match.database or database",
+        "    attrs.update(match.attributes)",
+        "if role:",
+        "    message += f' role {role}'",
+        "if user:",
+        "    message += f' by {user}'",
+        "if client:",
+        "    message += f' from {client}'",
+        "if app:",
+        "    message += f' via {app}'",
+        "if detail is not None:",
+        "    message += ': ' + detail",
+        "return attrs, kind, message, user, database, object_name, object_type",
+    ]
+    source = "def rows(v, known, offset):\n" + "".join(f"    {line}\n" for line in lines)
+    scope: dict[str, Any] = {
+        "TG": texts.get, "TT": _Texts(texts).text,
+        "G": _getter(names) if names else None, "CI": _class_info, "OTN": _object_type, "MSG": _message_event,
+        **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
+    }
+    exec(compile(source, f"<trace rows {event_class}>", "exec"), scope)  # noqa: S102 - constants only
+    return _RowCode(scope["rows"], shape.positions[columns[_START_KEY]], key, len(names))
+
+
+def _braces(text: str) -> str:
+    """Literal text for an f-string."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _getter(names: tuple[str, ...]) -> Any:
+    getter = itemgetter(*names)
+    return getter if len(names) > 1 else (lambda known: (getter(known),))
+
+
+class _Texts:
+    """Miss handler of the text cache: UTF-16 value -> (text, JSON text)."""
+
+    def __init__(self, texts: dict[bytes, tuple[str, str]]):
+        self.texts = texts
+
+    def __call__(self, raw: bytes) -> tuple[str, str]:
+        text = _utf16_decode(raw, "replace")[0]
+        entry = (text, _json(text))
+        if len(raw) <= TEXT_CACHE_MAX_BYTES:
+            if len(self.texts) >= TEXT_CACHE_ENTRIES:
+                self.texts.clear()
+            self.texts[raw] = entry
+        return entry
+
+    def text(self, raw: bytes) -> tuple[str, str | None]:
+        """The same for a caller that needs no JSON (long texts are not encoded)."""
+        if len(raw) <= TEXT_CACHE_MAX_BYTES:
+            return self(raw)
+        return _utf16_decode(raw, "replace")[0], None
+
+
+class _JsonTuple:
+    """Miss handler of the cache of repeated values: values -> their JSON texts."""
+
+    def __init__(self, jsons: dict[Any, tuple[str, ...]]):
+        self.jsons = jsons
+
+    def __call__(self, values: tuple) -> tuple[str, ...]:
+        out = tuple(_json(v) for v in values)
+        if len(self.jsons) >= _JSON_CACHE_ENTRIES:
+            self.jsons.clear()
+        self.jsons[values] = out
+        return out
+
+
+@lru_cache(maxsize=1024)
+def _subclass_json(sub_name: str) -> str:
+    return ',"event_subclass_name":' + _json(sub_name)
+
+
+@lru_cache(maxsize=4096)
+def _object_type_json(raw_type: int) -> tuple[str | None, str]:
+    code, type_name = _object_type(raw_type)
+    return code, (',"object_type_name":' + _json(type_name) if type_name else "")
+
+
 class _Decoder:
     """Turns one file's records into timeline rows.
 
@@ -946,7 +1206,9 @@ class _Decoder:
         # key column value (decoded) -> attribute key -> decoded value
         # (StartTime raw): what the last event of that key said.
         self.cache: dict[Any, dict[str, Any]] = {}
-        self.texts: dict[bytes, str] = {}  # UTF-16 value -> text
+        self.texts: dict[bytes, tuple[str, str]] = {}  # UTF-16 value -> (text, JSON text)
+        self.text_miss = _Texts(self.texts).text
+        self.jsons: dict[Any, tuple[str, ...]] = {}  # repeated values -> their JSON texts
         self.shapes: dict[tuple[int, int], _Shape] = {}  # (event class, record length) -> layout
         self.seen_shapes: set[tuple[int, int]] = set()
         self.seconds: dict[bytes, str] = {}  # SYSTEMTIME up to the second -> its text
@@ -1012,8 +1274,8 @@ class _Decoder:
         buf, base = win.buf, win.base
         blen = len(buf)
         begin = L.BEGIN_TOKEN.unpack_from
-        utf16 = _utf16_decode
         texts, shapes, seconds, cache = self.texts, self.shapes, self.seconds, self.cache
+        text_miss = self.text_miss
         walk = self._walk
         key_name = self.key_name
         finish = self._row
@@ -1048,24 +1310,69 @@ class _Decoder:
                 vals = shape.unpack(buf, body)
                 if shape.heads(vals) == shape.expect:
                     shape.misses = 0
+                    payload = vals[shape.repeated] if shape.repeated >= 0 else None
+                    code = shape.rows.get(payload, _UNSET)
+                    if code is _UNSET:
+                        if len(shape.rows) >= 64:
+                            shape.rows.clear()
+                        code = shape.rows[payload] = _compile_rows(shape, event_class, payload, key_name, texts,
+                                                                   self.jsons)
+                    if code is not None:
+                        start = vals[code.start]
+                        if len(start) != 16:
+                            return pos
+                        prefix = seconds.get(start[:14])
+                        if prefix is None:
+                            fields = _SYSTEMTIME(start)
+                            if not _valid_time((*fields[:7], 0)):
+                                return pos
+                            if len(seconds) >= SECOND_CACHE_ENTRIES:
+                                seconds.clear()
+                            prefix = seconds[start[:14]] = L.format_systemtime(fields)[:19]
+                        ms = _U16(start, 14)[0]
+                        if ms >= 1000:
+                            return pos
+                        key = vals[code.key] if code.key >= 0 else None
+                        known = cache.get(key) if key is not None else None
+                        if known is None:
+                            if code.resolved:
+                                return pos  # unresolved: reported by the general path
+                            known = {}
+                            if key is not None:
+                                if len(cache) >= REPEAT_CACHE_KEYS:
+                                    cache.clear()
+                                cache[key] = known
+                        try:
+                            attributes, kind, message, user, database, object_name, object_type = code.fn(
+                                vals, known, pos)
+                        except KeyError:
+                            return pos  # a repeated column not in the cache: the general path reports it
+                        self.resolved += code.resolved
+                        add_type(kind)
+                        add_id(event_class)
+                        add_message(message)
+                        add_time(prefix + _MILLISECONDS[ms])
+                        add_record(reader.index)
+                        add_user(user)
+                        add_database(database)
+                        add_name(object_name)
+                        add_otype(object_type)
+                        add_attrs(attributes)
+                        reader.index += 1
+                        pos = base + end
+                        rows -= 1
+                        continue
                     values = shape.values(vals)
                     if shape.texts or shape.funcs:
                         values = list(values)
                         for i in shape.texts:
                             raw = values[i]
-                            value = texts.get(raw)
-                            if value is None:
-                                value = utf16(raw, "replace")[0]
-                                if len(raw) <= TEXT_CACHE_MAX_BYTES:
-                                    if len(texts) >= TEXT_CACHE_ENTRIES:
-                                        texts.clear()
-                                    texts[raw] = value
-                            values[i] = value
+                            values[i] = (texts.get(raw) or text_miss(raw))[0]
                         for i, func in shape.funcs:
                             values[i] = func(values[i])
                     attrs = dict(zip(shape.keys, values, strict=True))
-                    if shape.repeated >= 0:
-                        repeated = vals[shape.repeated]
+                    if payload is not None:
+                        repeated = payload
                         disjoint = shape.disjoint.get(repeated)
                         if disjoint is None:
                             unique = _repeated_ids(repeated)[2]
@@ -1150,8 +1457,8 @@ class _Decoder:
         record's layout when its class and length recur."""
         attrs: dict[str, Any] = {}
         repeated = None
-        kinds, keys, funcs, texts = _KINDS, _KEYS, _FUNCS, self.texts
-        head, long_len, i32, i64, utf16 = _unpack_head, _unpack_long, _I32, _I64, _utf16_decode
+        kinds, keys, funcs, texts, text_miss = _KINDS, _KEYS, _FUNCS, self.texts, self.text_miss
+        head, long_len, i32, i64 = _unpack_head, _unpack_long, _I32, _I64
         start, count = p, 0
         try:
             while p < end:
@@ -1175,13 +1482,7 @@ class _Decoder:
                             value = _int(buf[d:p])
                     elif kind == 2:  # text
                         raw = buf[d:p]
-                        value = texts.get(raw)
-                        if value is None:
-                            value = utf16(raw, "replace")[0]
-                            if n <= TEXT_CACHE_MAX_BYTES:
-                                if len(texts) >= TEXT_CACHE_ENTRIES:
-                                    texts.clear()
-                                texts[raw] = value
+                        value = (texts.get(raw) or text_miss(raw))[0]
                     elif kind == 3:  # StartTime, decoded with the row
                         value = buf[d:p]
                     elif kind == 4:

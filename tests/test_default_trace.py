@@ -18,6 +18,7 @@ from trc_builder import T0, ServerTrace, object_event, session, source
 from forensic import pipeline
 from forensic.model import Event, EventColumns, ParseWarning, expand
 from forensic.rules import RULES_DIR, RuleSet, load_rules
+from forensic.schema import attributes_json
 from forensic.timezones import TimeContext
 from parsers import default_trace, sniff
 from parsers import trc_layout as L
@@ -653,10 +654,36 @@ def _items(src: Source) -> list[tuple]:
     return out
 
 
+def busy_trace() -> bytes:
+    """Records that repeat their layouts, so that compiled layouts and row code are used."""
+    trace = ServerTrace("WS01\\SQL2019")
+    who = [session(login="CORP\\dba", host="WS01", app='App "quoted" \\ é', spid=57, nt_user="dba",
+                   nt_domain="CORP"), session(login="sa", spid=4)]
+    for n in range(120):
+        cols = who[n % 2]
+        kind = n % 6
+        if kind == 0:
+            trace.event(46, object_event("U", f"t{n % 10}", "AppDB", n % 2, **{"spid": cols[12]}), seconds=n)
+        elif kind == 1:
+            trace.event(164, {**object_event("AS", "asm", "AppDB", 1), **cols}, seconds=n)
+        elif kind == 2:
+            trace.event(93, {**cols, 3: 2, 13: 37000, 15: T0, 25: 31, 35: "tempdb", 36: "templog"}, seconds=n)
+        elif kind == 3:
+            trace.event(22, {**cols, 1: f"2024-03-05 14:02:{n % 60:02d}.12 spid57      Configuration option"
+                             " 'show advanced options' changed from 0 to 1. Run the RECONFIGURE statement to"
+                             " install.\r\n", 20: 10, 31: 15457, 35: "master"}, seconds=n)
+        elif kind == 4:
+            trace.event(20, {**cols, 1: "Login failed for user 'sa'. Reason: Password did not match that for the"
+                             " login provided. [CLIENT: 10.1.2.3]", 31: 18456}, seconds=n)
+        else:
+            trace.event(13, {**cols, 1: "EXEC master..xp_cmdshell 'whoami'\n-- \u0001 {braces}"}, seconds=n)
+    return trace.file()
+
+
 def _fixtures() -> dict[str, bytes]:
     trace, offsets = three_events()
     data = trace.data()
-    fixtures = {"persistence": persistence_trace().file(), "three": data,
+    fixtures = {"busy": busy_trace(), "persistence": persistence_trace().file(), "three": data,
                 "truncated": data[:offsets[3] + 40], "garbage": data[:offsets[2]] + bytes(range(1, 200)) + data[
                     offsets[2]:], "zeros": data[:offsets[2]] + bytes(512) + data[offsets[2]:]}
     for name in SAMPLE_COUNTS:
@@ -680,6 +707,19 @@ def test_hot_loop_and_general_path_give_the_same_rows(name, monkeypatch):
         assert len(calls) < events / 2
     _general_path_only(monkeypatch)
     assert _items(src) == fast
+
+
+def test_row_code_writes_the_engines_json():
+    """Rows made by generated code carry their attributes as JSON text, exactly
+    as the engine would encode the general path's dict."""
+    encoded = 0
+    for item in PARSER.parse(source(busy_trace())):
+        if isinstance(item, EventColumns):
+            for attrs in item.attributes:
+                if isinstance(attrs, str):
+                    encoded += 1
+                    assert attrs == attributes_json(json.loads(attrs))
+    assert encoded > 60
 
 
 def test_block_boundaries_change_nothing(monkeypatch):
