@@ -277,3 +277,54 @@ def ewf_image(raw: Path, target_base: Path, segment_mb: int | None = None) -> li
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                    timeout=120)
     return sorted(target_base.parent.glob(target_base.name + ".E*"))
+
+
+BASIC_DATA = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+
+
+def gpt_disk(path: Path, volumes: list[Path]) -> tuple[Path, list[tuple[int, str]]]:
+    """A raw disk with a GPT (protective MBR, primary and backup headers);
+    each volume a Basic Data partition.  Returns (offset, partition GUID) per volume."""
+    import uuid
+    import zlib
+    sector = 512
+    first_lba = 2048
+    parts = []
+    lba = first_lba
+    for i, vol in enumerate(volumes):
+        sectors = (vol.stat().st_size + sector - 1) // sector
+        guid = str(uuid.UUID(int=0x1000 + i, version=4))
+        parts.append((lba, lba + sectors - 1, guid, vol))
+        lba += sectors + 2048
+    total = lba + 34
+    entries = bytearray(128 * 128)
+    for i, (start, end, guid, _vol) in enumerate(parts):
+        struct.pack_into("<16s16sQQQ", entries, i * 128, uuid.UUID(BASIC_DATA).bytes_le, uuid.UUID(guid).bytes_le,
+                         start, end, 0)
+        name = f"vol{i}".encode("utf-16-le")
+        entries[i * 128 + 56: i * 128 + 56 + len(name)] = name
+    entries_crc = zlib.crc32(entries) & 0xFFFFFFFF
+
+    def header(current: int, backup: int, entries_lba: int) -> bytes:
+        h = bytearray(92)
+        struct.pack_into("<8sIIIIQQQQ16sQIII", h, 0, b"EFI PART", 0x10000, 92, 0, 0, current, backup, 34,
+                         total - 34, uuid.UUID(int=0xD15C).bytes_le, entries_lba, 128, 128, entries_crc)
+        struct.pack_into("<I", h, 16, zlib.crc32(h) & 0xFFFFFFFF)
+        return bytes(h).ljust(sector, b"\x00")
+
+    mbr = bytearray(sector)
+    mbr[446:462] = struct.pack("<B3sB3sII", 0, b"\x00\x02\x00", 0xEE, b"\xff\xff\xff", 1, min(total - 1, 0xFFFFFFFF))
+    mbr[510:512] = b"\x55\xaa"
+    with open(path, "wb") as out:
+        out.truncate(total * sector)
+        out.write(mbr)
+        out.write(header(1, total - 1, 2))
+        out.write(entries)
+        for start, _end, _guid, vol in parts:
+            out.seek(start * sector)
+            with open(vol, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+        out.seek((total - 33) * sector)
+        out.write(entries)
+        out.write(header(total - 1, 1, total - 33))
+    return path, [(start * sector, guid) for start, _e, guid, _v in parts]

@@ -21,6 +21,7 @@ from container_builders import (
     build_hive,
     ewf_image,
     fuse_usable,
+    gpt_disk,
     have,
     mbr_disk,
     ntfs_volume,
@@ -281,3 +282,24 @@ def test_missing_images_extra_is_a_clear_message(disk, tmp_path, monkeypatch):
     assert not found.inputs
     (msg,) = [m for p, m in found.problems if p == str(path)]
     assert "pip install 'mssql-forensic[images]'" in msg
+
+
+def test_gpt_disk_drive_letters_from_mounted_devices(tmp_path, targeted):
+    """GPT: MountedDevices holds 'DMIO:ID:' + the partition GUID for each letter."""
+    import uuid
+    guids = ["00000000-0000-4000-8000-000000001000", "00000000-0000-4000-8000-000000001001"]
+    mounted = {"C": b"DMIO:ID:" + uuid.UUID(guids[0]).bytes_le, "E": b"DMIO:ID:" + uuid.UUID(guids[1]).bytes_le}
+    system = build_hive(system_hive_tree("GMT Standard Time", 0, mounted=mounted), tmp_path / "SYSTEM")
+    software = build_hive(software_hive_tree({"PROD": {"id": "MSSQL16.PROD", "errorlog": "E:\\Logs\\ERRORLOG"}}),
+                          tmp_path / "SOFTWARE")
+    c = ntfs_volume(tmp_path / "c.vol", {"Windows/System32/config/SYSTEM": system,
+                                         "Windows/System32/config/SOFTWARE": software})
+    e = ntfs_volume(tmp_path / "e.vol", {"Logs/ERRORLOG": WEB02_LOG, "Other/ERRORLOG": WEB02_LOG})
+    (tmp_path / "ev").mkdir()
+    disk, parts = gpt_disk(tmp_path / "ev" / "gpt.img", [c, e])
+    assert [g for _o, g in parts] == guids
+    found = discover([str(tmp_path / "ev")])
+    assert [i.display_path for i in found.inputs] == [f"{disk}!E:/Logs/ERRORLOG"]
+    (top,) = [c for c in found.containers if c.parent is None]
+    assert top.machine.drive_letters == {"C": "C:/", "E": "E:/"}
+    assert top.machine.zone.iana == "Europe/London"
