@@ -1070,7 +1070,7 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
         "SHORT": _short,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
-    exec(compile(source, f"<trace rows {event_class}>", "exec"), scope)  # noqa: S102 - constants only
+    exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
     return _RowCode(scope["rows"], shape.positions[columns[_START_KEY]], key, len(names))
 
 
@@ -1123,8 +1123,15 @@ def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...],
         "G": _getter(names) if names else None, "CI": _class_info, "OTN": _object_type, "MSG": _message_event,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
-    exec(compile(source, f"<trace rows {event_class}>", "exec"), scope)  # noqa: S102 - constants only
+    exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
     return _RowCode(scope["rows"], shape.positions[columns[_START_KEY]], key, len(names))
+
+
+@lru_cache(maxsize=256)
+def _code(source: str, event_class: int) -> Any:
+    """Compiled row code (compiling costs a millisecond; layouts that differ only
+    in value sizes share their source)."""
+    return compile(source, f"<trace rows {event_class}>", "exec")
 
 
 def _braces(text: str) -> str:
@@ -1212,6 +1219,7 @@ class _Decoder:
         self.shapes: dict[tuple[int, int], _Shape] = {}  # (event class, record length) -> layout
         self.seen_shapes: set[tuple[int, int]] = set()
         self.seconds: dict[bytes, str] = {}  # SYSTEMTIME up to the second -> its text
+        self.row_codes: dict[tuple, _RowCode | None] = {}
         self.unresolved = 0
         self.first_unresolved: int | None = None
         self.resolved = 0
@@ -1313,10 +1321,7 @@ class _Decoder:
                     payload = vals[shape.repeated] if shape.repeated >= 0 else None
                     code = shape.rows.get(payload, _UNSET)
                     if code is _UNSET:
-                        if len(shape.rows) >= 64:
-                            shape.rows.clear()
-                        code = shape.rows[payload] = _compile_rows(shape, event_class, payload, key_name, texts,
-                                                                   self.jsons)
+                        code = self._row_code(shape, event_class, payload)
                     if code is not None:
                         start = vals[code.start]
                         if len(start) != 16:
@@ -1520,6 +1525,21 @@ class _Decoder:
                 if compiled is not None:
                     self.shapes[key] = compiled
         return attrs, repeated
+
+    def _row_code(self, shape: _Shape, event_class: int, payload: bytes | None) -> _RowCode | None:
+        """The row code of a layout and 0xFFF3 list; layouts that differ only in
+        value sizes share it."""
+        signature = (event_class, shape.keys, shape.kinds, shape.positions, payload)
+        code = self.row_codes.get(signature, _UNSET)
+        if code is _UNSET:
+            if len(self.row_codes) >= SHAPE_CACHE_ENTRIES:
+                self.row_codes.clear()
+            code = self.row_codes[signature] = _compile_rows(shape, event_class, payload, self.key_name, self.texts,
+                                                             self.jsons)
+        if len(shape.rows) >= 64:
+            shape.rows.clear()
+        shape.rows[payload] = code
+        return code  # type: ignore[return-value]
 
     # the general path -----------------------------------------------------------------
 
