@@ -81,6 +81,12 @@ class ContainerRecord:
         return entry
 
 
+def describe(exc: BaseException) -> str:
+    """An exception for a problem message (some libraries raise empty ones)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (cut off or damaged data)"
+
+
 def is_virtual(path: str) -> bool:
     return SEP in path
 
@@ -146,7 +152,7 @@ def open_container(kind: str, source: str | BinaryIO, name: str = ""):
         except ImportError:
             raise
         except Exception as exc:  # noqa: BLE001 - dissect raises its own kinds
-            raise OSError(f"cannot open the {kind} image: {type(exc).__name__}: {exc}") from exc
+            raise OSError(f"cannot open the {kind} image: {describe(exc)}") from exc
     from forensic.sources.archives import open_archive, sevenzip_available
     if kind == "7z" and not sevenzip_available():
         raise ImportError("7z archives need the optional py7zr package: pip install 'mssql-forensic[7z]'")
@@ -182,7 +188,7 @@ def open_virtual(path: str, limits: Limits = DEFAULT_LIMITS) -> BinaryIO:
     except ImportError as exc:
         raise OSError(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - a damaged container must never crash a worker
-        raise OSError(f"cannot open {segs[-1][1]}: {type(exc).__name__}: {exc}") from exc
+        raise OSError(f"cannot open {segs[-1][1]}: {describe(exc)}") from exc
     return stream if isinstance(stream, Guarded) else Guarded(stream, None, segs[-1][1])
 
 
@@ -268,7 +274,7 @@ def _expand_container(result, record: ContainerRecord, container, vpath: str, di
     try:
         listing = container.list(limits)
     except Exception as exc:  # noqa: BLE001 - a damaged container is reported, never a crash
-        _problem(result, record, display, f"cannot list container: {type(exc).__name__}: {exc}")
+        _problem(result, record, display, f"cannot list container: {describe(exc)}")
         return
     record.members = listing.members or len(listing.entries)
     for inner, message in listing.problems:
@@ -292,7 +298,7 @@ def _expand_container(result, record: ContainerRecord, container, vpath: str, di
                 with container.open_member(entry.inner, entry.hint) as fh:
                     head = copy_head(fh, HEAD_BYTES)
             except Exception as exc:  # noqa: BLE001
-                _problem(result, record, mdisplay, f"cannot read member: {type(exc).__name__}: {exc}")
+                _problem(result, record, mdisplay, f"cannot read member: {describe(exc)}")
                 continue
         base = entry.inner.rsplit("/", 1)[-1]
         nested = _nested_kind(head, base, image_kind)
@@ -309,7 +315,7 @@ def _expand_container(result, record: ContainerRecord, container, vpath: str, di
                 _problem(result, record, mdisplay, f"cannot open nested container: {exc}")
                 nested = None
             except Exception as exc:  # noqa: BLE001
-                _problem(result, record, mdisplay, f"cannot open nested container: {type(exc).__name__}: {exc}")
+                _problem(result, record, mdisplay, f"cannot open nested container: {describe(exc)}")
                 nested = None
             if nested is not None:
                 _cached(mpath + SEP + nested, lambda c=child: c)

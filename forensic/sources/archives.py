@@ -580,11 +580,11 @@ def open_archive(kind: str, stream: BinaryIO, name: str = ""):
             return SevenZipArchive(stream, name)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, ValueError,
             KeyError, IndexError, struct.error) as exc:
-        raise OSError(f"cannot open {kind} archive: {type(exc).__name__}: {exc}") from exc
+        raise OSError(f"cannot open {kind} archive: {type(exc).__name__}: {exc or 'cut off or damaged data'}") from exc
     except OSError:
         raise
     except Exception as exc:  # noqa: BLE001 - third-party readers (py7zr) raise their own kinds
-        raise OSError(f"cannot open {kind} archive: {type(exc).__name__}: {exc}") from exc
+        raise OSError(f"cannot open {kind} archive: {type(exc).__name__}: {exc or 'cut off or damaged data'}") from exc
     raise ValueError(f"unknown archive kind {kind}")
 
 

@@ -30,6 +30,7 @@ path for a disk with one volume and no letter.
 
 from __future__ import annotations
 
+import logging
 import re
 import struct
 from pathlib import Path
@@ -37,6 +38,10 @@ from typing import Any, BinaryIO
 
 from forensic.sources.base import Entry, Limits, Listing
 from forensic.sources.windows import MachineInfo, read_machine
+
+# dissect logs every format it tries and fails ("Failed to detect ntfs
+# filesystem") on the console; what matters is reported in the manifest.
+logging.getLogger("dissect").setLevel(logging.CRITICAL)
 
 IMAGES_EXTRA_HINT = ("disk images and virtual disks need the optional 'images' extra: "
                      "pip install 'mssql-forensic[images]' (dissect)")
