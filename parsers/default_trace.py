@@ -838,64 +838,63 @@ def _repeated_ids(data: bytes) -> tuple[tuple[tuple[int, str], ...], tuple[str, 
 
 
 class _Shape:
-    """The token layout of a record as one ``struct`` format.
+    """The token layout of a record as two ``struct`` formats.
 
     Records of one event class repeat their layout (same columns, same value
     sizes), so after two records with the same class and length the layout is
-    compiled: one ``unpack_from`` then reads every token head and value, and
-    comparing the heads with the compiled ones proves that walking the
-    tokens would find exactly these tokens.
+    compiled.  One ``unpack_from`` reads every token head (values skipped):
+    when they equal the compiled ones, walking the tokens would find exactly
+    these tokens.  Another reads every value (heads skipped).
     """
 
-    __slots__ = ("unpack", "heads", "expect", "keys", "keyset", "values", "texts", "funcs", "repeated", "misses",
+    __slots__ = ("heads", "expect", "unpack", "keys", "keyset", "values", "texts", "funcs", "repeated", "misses",
                  "disjoint", "kinds", "positions", "funcs_by_value", "rows")
 
-    def __init__(self, fmt: str, heads: list[int], expect: list[int], keys: list[str], values: list[int],
+    def __init__(self, heads: str, expect: list[int], values: str, keys: list[str], positions: list[int],
                  texts: list[int], funcs: list[tuple[int, Any]], repeated: int, kinds: list[str]):
-        self.unpack = struct.Struct(fmt).unpack_from
-        self.heads = itemgetter(*heads)
+        self.heads = struct.Struct(heads).unpack_from
         self.expect = tuple(expect)
+        self.unpack = struct.Struct(values).unpack_from
         self.keys = tuple(keys)
         self.keyset = frozenset(keys)
-        self.values = itemgetter(*values)
+        self.positions = tuple(positions)  # per key: its index in what unpack() gives
+        # The column values in key order: all unpacked values but the 0xFFF3 payload.
+        self.values = (lambda vals: vals) if repeated < 0 else itemgetter(*positions)
         self.texts = tuple(texts)  # positions in values() of UTF-16 text
         self.funcs = tuple(funcs)  # (position in values(), decoder)
-        self.repeated = repeated  # index of the 0xFFF3 payload, or -1
+        self.repeated = repeated  # index of the 0xFFF3 payload in what unpack() gives, or -1
         self.misses = 0
         self.disjoint: dict[bytes, bool] = {}  # 0xFFF3 payload -> names none of its columns explicitly
-        self.kinds = tuple(kinds)  # per value: "i" int, "t" text, "f" decoder, "s" StartTime
-        self.positions = tuple(values)
+        self.kinds = tuple(kinds)  # per key: "i" int, "t" text, "f" decoder, "s" StartTime
         self.funcs_by_value = dict(funcs)
         self.rows: dict[bytes | None, _RowCode | None] = {}  # 0xFFF3 payload -> row code
 
     @classmethod
     def of(cls, buf: bytes, p: int, end: int) -> _Shape | None:
         """The layout of the well-formed record body ``buf[p:end]`` (already walked)."""
-        fmt, heads, expect, keys, values, texts, funcs, kinds = ["<"], [], [], [], [], [], [], []
+        heads, values, expect, keys, positions, texts, funcs, kinds = ["<"], ["<"], [], [], [], [], [], []
         repeated = -1
-        k = 0
+        k = 0  # values so far
         while p < end:
             tid, n = _unpack_head(buf, p)
             if n == L.LONG_ESCAPE:
                 n = _unpack_long(buf, p + 3)[0]
-                fmt.append("HBI")
-                heads += [k, k + 1, k + 2]
+                heads.append(f"HBI{n}x")
+                values.append("7x")
                 expect += [tid, L.LONG_ESCAPE, n]
-                k += 3
                 p += 7 + n
             else:
-                fmt.append("HB")
-                heads += [k, k + 1]
+                heads.append(f"HB{n}x")
+                values.append("3x")
                 expect += [tid, n]
-                k += 2
                 p += 3 + n
             if tid == L.TRACE_REPEATED_DATA:
                 repeated = k
-                fmt.append(f"{n}s")
+                values.append(f"{n}s")
             else:
                 kind = _KINDS[tid]
                 code = _INT_CODES.get(n) if kind == _K_INT else None
-                fmt.append(code or f"{n}s")
+                values.append(code or f"{n}s")
                 if kind == _K_TEXT:
                     texts.append(len(keys))
                     kinds.append("t")
@@ -907,11 +906,11 @@ class _Shape:
                 else:
                     kinds.append("i")
                 keys.append(_KEYS[tid])
-                values.append(k)
+                positions.append(k)
             k += 1
-        if len(heads) < 2 or len(values) < 2:
+        if len(positions) < 2:
             return None  # itemgetter of one index gives no tuple; such records are rare
-        return cls("".join(fmt), heads, expect, keys, values, texts, funcs, repeated, kinds)
+        return cls("".join(heads), expect, "".join(values), keys, positions, texts, funcs, repeated, kinds)
 
 
 @lru_cache(maxsize=4096)
@@ -1315,9 +1314,9 @@ class _Decoder:
             shape = shapes.get((event_class, length))
             attrs = None
             if shape is not None:
-                vals = shape.unpack(buf, body)
-                if shape.heads(vals) == shape.expect:
+                if shape.heads(buf, body) == shape.expect:
                     shape.misses = 0
+                    vals = shape.unpack(buf, body)
                     payload = vals[shape.repeated] if shape.repeated >= 0 else None
                     code = shape.rows.get(payload, _UNSET)
                     if code is _UNSET:
