@@ -438,14 +438,20 @@ def _open_container(target: str | BinaryIO, kind: str):
     classes = {"ewf": ewf.EwfContainer, "vhdx": vhdx.VhdxContainer, "vhd": vhd.VhdContainer,
                "qcow2": qcow2.QCow2Container, "vmdk": vmdk.VmdkContainer, "vdi": vdi.VdiContainer,
                "raw": raw.RawContainer, "split": split.SplitContainer}
-    item = Path(target) if isinstance(target, str) else target
-    if kind == "raw" and isinstance(target, str) and _SPLIT.match(Path(target).name):
-        siblings = split.find_files(Path(target))
+    if not isinstance(target, str):
+        return classes[kind](target)
+    from forensic.discovery import open_evidence  # read-only, O_NOATIME where permitted
+    path = Path(target)
+    if kind == "raw" and _SPLIT.match(path.name):
+        siblings = split.find_files(path)
         if len(siblings) > 1:
-            return split.SplitContainer(Path(target))
-    if kind == "raw" and isinstance(target, str):
-        item = open(target, "rb")  # noqa: SIM115 - owned by the container
-    return classes[kind](item)
+            return split.SplitContainer([open_evidence(str(p)) for p in siblings])
+    if kind == "ewf":
+        from dissect.evidence.ewf import find_files
+        return ewf.EwfContainer([open_evidence(str(p)) for p in find_files(path)])
+    if kind in ("vmdk", "vhdx"):
+        return classes[kind](path)  # a descriptor opens its extents, a VHDX its parent, by name
+    return classes[kind](open_evidence(target))
 
 
 def _small(fs) -> bool:
