@@ -517,3 +517,15 @@ def test_velociraptor_layout_hive_is_found(tmp_path):
     # February in Sydney is daylight saving time: UTC+11
     row = next(r for r in table if r["local_time"])
     assert row["timestamp"].strftime("%Y-%m-%d %H:%M") == _plus_hours(row["local_time"], -11)
+
+
+def test_cli_timeline_on_an_archive(tmp_path, cli):
+    archive = make_zip(tmp_path / "case.zip", {**collection_files(), "../x": b"y"})
+    out = tmp_path / "out" / "t.jsonl"
+    code, _stdout, stderr = cli("timeline", archive, "-o", out, "--quiet", "--workers", "2")
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows and all(r["source_file"].startswith(f"{archive}!C/") for r in rows)
+    manifest = json.loads((tmp_path / "out" / "t.jsonl.manifest.json").read_text())
+    assert manifest["containers"][0]["sha256"] == sha(archive)
+    assert any(p["path"] == f"{archive}!../x" for p in manifest["problems"])
