@@ -14,6 +14,7 @@ import shutil
 import struct
 import tarfile
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -529,3 +530,31 @@ def test_cli_timeline_on_an_archive(tmp_path, cli):
     manifest = json.loads((tmp_path / "out" / "t.jsonl.manifest.json").read_text())
     assert manifest["containers"][0]["sha256"] == sha(archive)
     assert any(p["path"] == f"{archive}!../x" for p in manifest["problems"])
+
+
+@pytest.mark.parametrize("key, bias, daylight, disabled, expect", [
+    ("Eastern Standard Time", 300, True, 0, ("America/New_York", -240, -300)),
+    ("Nowhere Standard Time", 300, True, 0, (None, -240, -300)),  # the hive's own rules
+    ("W. Europe Standard Time", -60, True, 1, (None, 60, 60)),  # automatic DST off: fixed
+    ("India Standard Time", -330, False, 0, ("Asia/Calcutta", 330, 330)),
+])
+def test_registry_zone_to_time_context(tmp_path, key, bias, daylight, disabled, expect):
+    pytest.importorskip("dissect.regf")
+    from datetime import datetime
+
+    from container_builders import build_hive, system_hive_tree
+
+    from forensic.sources.windows import read_machine
+    from forensic.timezones import TimeContext
+    tree = system_hive_tree(key, bias, daylight=daylight)
+    tree["ControlSet001"]["Control"]["TimeZoneInformation"]["@DynamicDaylightTimeDisabled"] = disabled
+    hive = build_hive(tree, tmp_path / "SYSTEM")
+    with open(hive, "rb") as fh:
+        machine = read_machine(fh, "SYSTEM", None, None)
+    iana, summer, winter = expect
+    assert machine.zone.iana == iana or (iana and machine.zone.iana in (iana, "Asia/Kolkata"))
+    ctx = TimeContext.build(machine.anchors, None)
+    july, january = datetime(2025, 7, 1, 12), datetime(2025, 1, 15, 12)
+    assert ctx.resolve(july)[0].replace(tzinfo=None) == july - timedelta(minutes=summer)
+    assert ctx.resolve(january)[0].replace(tzinfo=None) == january - timedelta(minutes=winter)
+    assert ctx.resolve(july)[1] == "registry"

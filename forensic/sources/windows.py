@@ -330,16 +330,19 @@ def registry_zone(system: Hive) -> RegistryZone | None:
         standard_start=_systemtime(vals.get("StandardStart")), daylight_start=_systemtime(vals.get("DaylightStart")),
         dynamic_dst_disabled=bool(_dword(vals.get("DynamicDaylightTimeDisabled", 0))),
     )
-    if zone.key_name:
-        iana = windows_to_iana(zone.key_name.strip("\x00"))
+    # Before Windows 7 there is no TimeZoneKeyName; an English StandardName is the same key.
+    key = zone.key_name or (zone.standard_name if zone.standard_name and not zone.standard_name.startswith("@")
+                            else None)
+    if key:
+        iana = windows_to_iana(key.strip("\x00"))
         if iana and not zone.dynamic_dst_disabled:
             if _iana_matches(iana, zone):
                 zone.iana = iana
             else:
-                zone.notes.append(f"the IANA zone {iana} for {zone.key_name!r} does not match the hive's bias "
+                zone.notes.append(f"the IANA zone {iana} for {key!r} does not match the hive's bias "
                                   f"{_fmt(zone.standard_offset)}; the hive's own rules are used")
         elif iana is None:
-            zone.notes.append(f"no IANA zone known for {zone.key_name!r}; the hive's own rules are used")
+            zone.notes.append(f"no IANA zone known for {key!r}; the hive's own rules are used")
     if zone.dynamic_dst_disabled:
         zone.notes.append("automatic daylight saving is off (DynamicDaylightTimeDisabled): a fixed offset")
     return zone
