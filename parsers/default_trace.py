@@ -1024,13 +1024,11 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
         f"object_name = {get('object_name')} or {get('target_login_name')} or {get('file_name')} or None",
         f"text = {get('text_data')}",
         f"role, client, app = {get('role_name')}, {get('host_name')}, {get('application_name')}",
-        f"name, sub_name, kind, message = CI({event_class}, sub if type(sub) is int else None)",
     ]
     if classified:
         return _compile_classified(shape, event_class, names, key, columns, lines, value, texts, jsons)
     lines += [
-        "e_sub = SUBJ(sub_name) if sub_name else ''",
-        "object_type, e_type = OT(raw_type) if type(raw_type) is int else (None, '')",
+        "kind, message, e_sub, object_type, e_type = INFO(sub, raw_type)",
         "if object_name and database:",
         "    e_q = ',\"qualified_name\":' + J(f'{database}.{object_name}')",
         "    message += (f' {object_type}' if object_type else '') + f' {database}.{object_name}'",
@@ -1065,8 +1063,7 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
     source = "def rows(v, known, offset):\n" + "".join(f"    {line}\n" for line in lines)
     scope: dict[str, Any] = {
         "TG": texts.get, "T": _Texts(texts), "J": _json, "RJ": jsons.get, "R": _JsonTuple(jsons),
-        "G": _getter(names) if names else None, "CI": _class_info, "SUBJ": _subclass_json, "OT": _object_type_json,
-        "SHORT": _short,
+        "G": _getter(names) if names else None, "INFO": _info_json(event_class), "SHORT": _short,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
     exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
@@ -1085,9 +1082,9 @@ def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...],
     items.append("'offset': offset")
     lines += [
         "attrs = {" + ", ".join(items) + "}",
+        "kind, message, sub_name, object_type, type_name = INFO(sub, raw_type)",
         "if sub_name:",
         "    attrs['event_subclass_name'] = sub_name",
-        "object_type, type_name = OTN(raw_type) if type(raw_type) is int else (None, None)",
         "if type_name:",
         "    attrs['object_type_name'] = type_name",
         "if object_name and database:",
@@ -1119,7 +1116,7 @@ def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...],
     source = "def rows(v, known, offset):\n" + "".join(f"    {line}\n" for line in lines)
     scope: dict[str, Any] = {
         "TG": texts.get, "TT": _Texts(texts).text,
-        "G": _getter(names) if names else None, "CI": _class_info, "OTN": _object_type, "MSG": _message_event,
+        "G": _getter(names) if names else None, "INFO": _info(event_class), "MSG": _message_event,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
     exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
@@ -1179,15 +1176,29 @@ class _JsonTuple:
         return out
 
 
-@lru_cache(maxsize=1024)
-def _subclass_json(sub_name: str) -> str:
-    return ',"event_subclass_name":' + _json(sub_name)
+@lru_cache(maxsize=256)
+def _info(event_class: int) -> Any:
+    """(sub, raw_type) -> (event_type, message head, subclass name, object type, its name)."""
+
+    @lru_cache(maxsize=4096)
+    def info(sub: Any, raw_type: Any) -> tuple[str, str, str | None, str | None, str | None]:
+        _name, sub_name, kind, head = _class_info(event_class, sub if type(sub) is int else None)
+        object_type, type_name = _object_type(raw_type) if type(raw_type) is int else (None, None)
+        return kind, head, sub_name, object_type, type_name
+    return info
 
 
-@lru_cache(maxsize=4096)
-def _object_type_json(raw_type: int) -> tuple[str | None, str]:
-    code, type_name = _object_type(raw_type)
-    return code, (',"object_type_name":' + _json(type_name) if type_name else "")
+@lru_cache(maxsize=256)
+def _info_json(event_class: int) -> Any:
+    """The same with the optional attributes as JSON fragments."""
+    plain = _info(event_class)
+
+    @lru_cache(maxsize=4096)
+    def info(sub: Any, raw_type: Any) -> tuple[str, str, str, str | None, str]:
+        kind, head, sub_name, object_type, type_name = plain(sub, raw_type)
+        return (kind, head, ',"event_subclass_name":' + _json(sub_name) if sub_name else "", object_type,
+                ',"object_type_name":' + _json(type_name) if type_name else "")
+    return info
 
 
 class _Decoder:
