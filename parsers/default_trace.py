@@ -619,6 +619,8 @@ def _message_body(text: str) -> tuple[str, dict[str, Any], int | None]:
 
 
 MESSAGE_CACHE_CHARS = 4000  # longer message texts are not kept in the cache
+# RECORD_START for a match at the start only (MULTILINE costs time here).
+_RECORD_START = re.compile(RECORD_START.pattern).match
 
 
 def _message_event(text: str, error: int | None) -> tuple[tuple[tuple[str, Any], ...], MessageMatch | None, str | None]:
@@ -628,7 +630,7 @@ def _message_event(text: str, error: int | None) -> tuple[tuple[tuple[str, Any],
     changes from line to line, so the rest is classified once (cached).
     """
     text = text.strip()
-    record = RECORD_START.match(text) is not None
+    record = _RECORD_START(text) is not None
     rest = text[23:] if record else text  # the timestamp is always 22 characters and a space
     if len(rest) > MESSAGE_CACHE_CHARS:
         return _message_event_rest.__wrapped__(rest, record, error)
@@ -1027,10 +1029,17 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
     ]
     if classified:
         return _compile_classified(shape, event_class, names, key, columns, lines, value, texts, jsons)
+    # qualified_name as JSON: spliced from the two names' JSON texts when each
+    # comes from one column (JSON escapes character by character).
+    name_from = [n for n in ("object_name", "target_login_name", "file_name") if n in value]
+    if len(name_from) == 1 and "database_name" in json and json.get(name_from[0]):
+        qualified = f"{json['database_name']}[:-1] + '.' + {json[name_from[0]]}[1:]"
+    else:
+        qualified = "J(f'{database}.{object_name}')"
     lines += [
         "kind, message, e_sub, object_type, e_type = INFO(sub, raw_type)",
         "if object_name and database:",
-        "    e_q = ',\"qualified_name\":' + J(f'{database}.{object_name}')",
+        f"    e_q = ',\"qualified_name\":' + {qualified}",
         "    message += (f' {object_type}' if object_type else '') + f' {database}.{object_name}'",
         "else:",
         "    e_q = ''",
