@@ -221,8 +221,15 @@ class TarArchive:
 
     Members of a plain tar are windows on the archive (no copy).  A
     compressed tar cannot be entered in the middle: a member is reached by
-    decompressing from the start (listing reads the whole archive once).
+    decompressing from the start (listing reads the whole archive once).  So
+    that one process does this once per member (hashing, first pass and
+    parse each open it), members up to :data:`MEMBER_COPY_MAX` are kept as
+    anonymous temporary copies while the archive stays open in the process,
+    at most :data:`COPIES_MAX` bytes in all (least recently used dropped).
     """
+
+    MEMBER_COPY_MAX = 256 << 20
+    COPIES_MAX = 512 << 20
 
     def __init__(self, stream: BinaryIO, compression: str | None = None, name: str = ""):
         self.stream = stream
@@ -231,6 +238,7 @@ class TarArchive:
         self.compression = compression
         self.name = name
         self.kind = "tar" if compression is None else f"tar.{compression}"
+        self._copies: dict[str, View] = {}  # hint -> spooled member (insertion order = LRU)
 
     def _raw(self) -> BinaryIO:
         return View(self.base, 0, self.size, self.name)
@@ -321,6 +329,18 @@ class TarArchive:
         offset, size = (int(x) for x in hint.split("+"))
         if self.compression is None:
             return View(self.base, offset, size, inner)
+        copy = self._copies.pop(hint, None)
+        if copy is None and size <= self.MEMBER_COPY_MAX:
+            with self._reach(inner, offset, size) as member:
+                copy = spool(member, self.MEMBER_COPY_MAX, inner)
+        if copy is not None:
+            self._copies[hint] = copy
+            while sum(c._size for c in self._copies.values()) > self.COPIES_MAX and len(self._copies) > 1:
+                self._copies.pop(next(iter(self._copies)))
+            return View(copy._base, 0, copy._size, inner)  # own position, shared copy
+        return self._reach(inner, offset, size)
+
+    def _reach(self, inner: str, offset: int, size: int) -> BinaryIO:
         stream = self._tar_stream()
         try:
             remaining = offset
@@ -335,7 +355,7 @@ class TarArchive:
 
     def open_random(self, inner: str, hint: str, limits: Limits) -> BinaryIO:
         member = self.open_member(inner, hint)
-        if self.compression is None:
+        if self.compression is None or isinstance(member, View):
             return member
         with member:
             return spool(member, limits.max_spool, inner)
