@@ -113,9 +113,16 @@ def image_kind(head: bytes, name: str) -> str | None:
         return "vmdk"
     if head.startswith(VDI_MAGIC) and b"VirtualBox Disk Image" in head[:64]:
         return "vdi"
+    if len(head) >= 1082 and head[1080:1082] == b"\x53\xef" and head[1024 + 24:1024 + 28] in (
+            b"\x00\x00\x00\x00", b"\x01\x00\x00\x00", b"\x02\x00\x00\x00", b"\x03\x00\x00\x00",
+            b"\x04\x00\x00\x00", b"\x05\x00\x00\x00", b"\x06\x00\x00\x00"):
+        return "raw"  # a bare ext2/3/4 volume (SQL Server on Linux: /var/opt/mssql/log)
     if len(head) >= 512 and head[510:512] == b"\x55\xaa":
         if head[3:11] == b"NTFS    ":
             return "raw"
+        if (head[82:90] == b"FAT32   " or head[54:59] in (b"FAT12", b"FAT16")) and \
+                struct.unpack("<H", head[11:13])[0] in (512, 1024, 2048, 4096):
+            return "raw"  # a bare FAT volume
         if len(head) >= 520 and head[512:520] == b"EFI PART":
             return "raw"
         if _mbr_partitions(head):
