@@ -995,7 +995,11 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
         if kind == "i":
             value[name] = json[name] = f"v[{pos}]"
         elif kind == "t":
-            lines.append(f"a{k} = TG(v[{pos}]) or {'TT' if classified else 'T'}(v[{pos}])")
+            if classified and name == "text_data":
+                # A message event's text carries its own time: not worth caching.
+                lines.append(f"a{k} = (TD(v[{pos}], 'replace')[0],)")
+            else:
+                lines.append(f"a{k} = TG(v[{pos}]) or {'TT' if classified else 'T'}(v[{pos}])")
             value[name], json[name] = f"a{k}[0]", f"a{k}[1]"
         elif kind == "f":
             lines.append(f"a{k} = F{k}(v[{pos}])")
@@ -1124,7 +1128,7 @@ def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...],
     ]
     source = "def rows(v, known, offset):\n" + "".join(f"    {line}\n" for line in lines)
     scope: dict[str, Any] = {
-        "TG": texts.get, "TT": _Texts(texts).text,
+        "TG": texts.get, "TT": _Texts(texts).text, "TD": _utf16_decode,
         "G": _getter(names) if names else None, "INFO": _info(event_class), "MSG": _message_event,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
