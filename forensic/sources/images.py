@@ -354,7 +354,7 @@ class DiskImage:
 
     def _walk(self, hint: str, fs, top: str, add, out: Listing, limits: Limits) -> None:
         stack = [top]
-        count = 0
+        count = links = 0
         while stack:
             folder = stack.pop()
             try:
@@ -371,7 +371,7 @@ class DiskImage:
                 path = f"{folder}/{name}" if folder else name
                 try:
                     if child.is_symlink():
-                        out.problems.append((self._display(hint, path), "symbolic link or junction: not followed"))
+                        links += 1  # ordinary in a system (/bin, "Documents and Settings"): counted once
                         continue
                     if child.is_dir():
                         subdirs.append(path)
@@ -385,6 +385,9 @@ class DiskImage:
                     return
                 add(hint, path)
             stack.extend(reversed(subdirs))
+        if links:
+            out.problems.append((self._display(hint, top), f"{links} symbolic link(s) or junction(s) not followed "
+                                                           "(what they point to is read where it is)"))
 
     def find(self, where: str) -> Entry | None:
         """The file at a Windows path (``D:\\x\\y.dll``) or an inner path
