@@ -1072,7 +1072,11 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
     optional = {"event_subclass_name": "{e_sub}", "object_type_name": "{e_type}", "qualified_name": "{e_q}"}
     template = "".join(optional[name] if name in optional else f",{_braces(_json(name))}:{parts[name]}"
                        for name in sorted([*parts, *optional]))
-    lines.append(f"return '{{' + f{template!r}[1:] + '}}', kind, message, user, database, object_name, object_type")
+    if template.startswith(","):  # the first key is always there: no comma to cut
+        result = "f" + repr("{{" + template[1:] + "}}")
+    else:
+        result = f"'{{' + f{template!r}[1:] + '}}'"
+    lines.append(f"return {result}, kind, message, user, database, object_name, object_type")
     source = "def rows(v, known, offset):\n" + "".join(f"    {line}\n" for line in lines)
     scope: dict[str, Any] = {
         "TG": texts.get, "T": _Texts(texts), "J": _json, "RJ": jsons.get, "R": _JsonTuple(jsons),
