@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import orjson
+
 from forensic.model import Event
 
 RULES_DIR = Path(__file__).parent / "rules"
@@ -112,12 +114,16 @@ def _present(cols, name: str, rows: list[int]) -> dict[object, list[int]]:
         for i in rows:
             attrs = attributes[i]
             if isinstance(attrs, str):
-                if quoted in attrs:  # encoded JSON: only whether the key is there
+                if quoted not in attrs:  # encoded JSON without the key: no need to decode it
+                    continue
+                try:
+                    attrs = orjson.loads(attrs)
+                except orjson.JSONDecodeError:
                     by_text[_MAYBE].append(i)
-            else:
-                value = attrs.get(key)
-                if value is not None:
-                    by_text[value if type(value) is str else _value_text(value)].append(i)
+                    continue
+            value = attrs.get(key)
+            if value is not None:
+                by_text[value if type(value) is str else _value_text(value)].append(i)
     elif name in _ROW_COLUMNS:
         column = getattr(cols, name)
         for i in rows:
@@ -244,11 +250,11 @@ class RuleSet:
 
         Never False for a row on which a rule fires.  A rule's ids, types and
         ``where`` patterns on the block's columns and on dict attributes are
-        tested as :meth:`Rule.matches` does, and so are ``unless`` patterns on
-        what all rows of an id and type share (event id and type, source); a
-        ``where`` pattern on an attribute of already-encoded JSON only by
-        whether the attribute is there; the rest (what the engine adds later:
-        host, timestamp, flags, ...; other ``unless`` vetoes) counts as passing.
+        tested as :meth:`Rule.matches` does (already-encoded JSON attributes are
+        decoded only for a row whose text names the attribute), and so are
+        ``unless`` patterns on what all rows of an id and type share (event id
+        and type, source); the rest (what the engine adds later: host,
+        timestamp, flags, ...; other ``unless`` vetoes) counts as passing.
         """
         out = [False] * len(cols)
         by_id, by_type, anything = self._index(cols.source)
