@@ -45,7 +45,7 @@ from parsers import trc_layout as L
 from parsers import trc_names as N
 from parsers.base import Source
 from parsers.errorlog import RECORD_START, prescan_errorlog, split_record
-from parsers.sqlmessages import MessageMatch, classify
+from parsers.sqlmessages import classify
 
 SOURCE = "default_trace"
 TIMESTAMP_DESC = "Trace Event Start"
@@ -623,8 +623,9 @@ MESSAGE_CACHE_CHARS = 4000  # longer message texts are not kept in the cache
 _RECORD_START = re.compile(RECORD_START.pattern).match
 
 
-def _message_event(text: str, error: int | None) -> tuple[tuple[tuple[str, Any], ...], MessageMatch | None, str | None]:
-    """(extra attributes, catalogue match, message detail) of a message event's TextData.
+def _message_event(text: str, error: int | None) -> tuple:
+    """(extra attributes, catalogue match, message detail, keys and JSON texts of
+    all attributes the message adds) of a message event's TextData.
 
     The ERRORLOG timestamp at the start of the text is the only part that
     changes from line to line, so the rest is classified once (cached).
@@ -638,12 +639,18 @@ def _message_event(text: str, error: int | None) -> tuple[tuple[tuple[str, Any],
 
 
 @lru_cache(maxsize=4096)
-def _message_event_rest(rest: str, record: bool, error: int | None
-                        ) -> tuple[tuple[tuple[str, Any], ...], MessageMatch | None, str | None]:
+def _message_event_rest(rest: str, record: bool, error: int | None) -> tuple:
     # The same text as _message_body() sees it: any 22-character timestamp gives the same split.
     body, extra, number = _message_body("0000-00-00 00:00:00.00 " + rest if record else rest)
     match = classify(body, number if number is not None else error)
-    return tuple(extra.items()), match, _short(body) if body else None
+    # What the row's attributes get from the message, as _Decoder._row adds it.
+    added = dict(extra)
+    if match is not None:
+        if match.event_id is not None:
+            added["message_id"] = match.event_id
+        added.update(match.attributes)
+    return (tuple(extra.items()), match, _short(body) if body else None, tuple(added),
+            tuple(_json(value) for value in added.values()))
 
 
 def _short(text: str) -> str:
@@ -997,9 +1004,9 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
         elif kind == "t":
             if classified and name == "text_data":
                 # A message event's text carries its own time: not worth caching.
-                lines.append(f"a{k} = (TD(v[{pos}], 'replace')[0],)")
+                lines.append(f"a{k} = TJ(v[{pos}])")
             else:
-                lines.append(f"a{k} = TG(v[{pos}]) or {'TT' if classified else 'T'}(v[{pos}])")
+                lines.append(f"a{k} = TG(v[{pos}]) or T(v[{pos}])")
             value[name], json[name] = f"a{k}[0]", f"a{k}[1]"
         elif kind == "f":
             lines.append(f"a{k} = F{k}(v[{pos}])")
@@ -1012,8 +1019,7 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
             key = pos
     if names:
         lines.append("rv = G(known)")
-        if not classified:
-            lines.append("rj = RJ(rv) or R(rv)")
+        lines.append("rj = RJ(rv) or R(rv)")
         for m, name in enumerate(names):
             value[name], json[name] = f"rv[{m}]", f"rj[{m}]"
     # The cache holds every column of the record, StartTime included.
@@ -1031,8 +1037,6 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
         f"text = {get('text_data')}",
         f"role, client, app = {get('role_name')}, {get('host_name')}, {get('application_name')}",
     ]
-    if classified:
-        return _compile_classified(shape, event_class, names, key, columns, lines, value, texts, jsons)
     # qualified_name as JSON: spliced from the two names' JSON texts when each
     # comes from one column (JSON escapes character by character).
     name_from = [n for n in ("object_name", "target_login_name", "file_name") if n in value]
@@ -1042,6 +1046,11 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
         qualified = "J(f'{database}.{object_name}')"
     lines += [
         "kind, message, e_sub, object_type, e_type = INFO(sub, raw_type)",
+    ]
+    if classified:
+        return _compile_classified(shape, event_class, names, key, columns, lines, value, json, qualified, texts,
+                                   jsons)
+    lines += [
         "if object_name and database:",
         f"    e_q = ',\"qualified_name\":' + {qualified}",
         "    message += (f' {object_type}' if object_type else '') + f' {database}.{object_name}'",
@@ -1062,20 +1071,7 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
         "if text:",
         "    message += ': ' + SHORT(text)",
     ]
-    # The attributes, keys sorted as attributes_json sorts them; optional ones
-    # come as ready ',"key":value' fragments (or nothing).
-    parts: dict[str, str] = {name: f"{{{expr}}}" for name, expr in json.items() if name not in ("offset",)}
-    parts["event_class_name"] = _braces(_json(N.event_name(event_class)))
-    parts["offset"] = "{offset}"
-    if names:
-        parts["repeated_columns"] = _braces(_json(list(names)))
-    optional = {"event_subclass_name": "{e_sub}", "object_type_name": "{e_type}", "qualified_name": "{e_q}"}
-    template = "".join(optional[name] if name in optional else f",{_braces(_json(name))}:{parts[name]}"
-                       for name in sorted([*parts, *optional]))
-    if template.startswith(","):  # the first key is always there: no comma to cut
-        result = "f" + repr("{{" + template[1:] + "}}")
-    else:
-        result = f"'{{' + f{template!r}[1:] + '}}'"
+    result = _json_template(_json_parts(event_class, names, json), _OPTIONAL)
     lines.append(f"return {result}, kind, message, user, database, object_name, object_type")
     source = "def rows(v, known, offset):\n" + "".join(f"    {line}\n" for line in lines)
     scope: dict[str, Any] = {
@@ -1088,36 +1084,29 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
 
 
 def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...], key: int,
-                        columns: dict[str, int], lines: list[str], value: dict[str, str],
-                        texts: dict[bytes, tuple[str, str]], jsons: dict[Any, tuple[str, ...]]) -> _RowCode:
-    """Row code for message events: the row of :meth:`_Decoder._row` as a dict."""
-    # Columns first, then what _row adds (its "offset" replaces column 61's).
-    items = [f"{name!r}: {expr}" for name, expr in value.items() if name != _START_KEY]
-    items.append(f"'event_class_name': {N.event_name(event_class)!r}")
-    if names:
-        items.append(f"'repeated_columns': {list(names)!r}")
-    items.append("'offset': offset")
+                        columns: dict[str, int], lines: list[str], value: dict[str, str], json: dict[str, str],
+                        qualified: str, texts: dict[bytes, tuple[str, str]], jsons: dict[Any, tuple[str, ...]]
+                        ) -> _RowCode:
+    """Row code for message events: classified with the message catalogue (what
+    :meth:`_Decoder._row` does); the attributes JSON comes from a template per
+    set of keys the message adds."""
+    parts = _json_parts(event_class, names, json)
+    # The row's variables the template reads (expressions of column values only).
+    used = sorted({name for expr in json.values() for name in re.findall(r"\b([a-z]\w*)", expr)}
+                  | {"e_sub", "e_type", "e_q", "offset"})
     lines += [
-        "attrs = {" + ", ".join(items) + "}",
-        "kind, message, sub_name, object_type, type_name = INFO(sub, raw_type)",
-        "if sub_name:",
-        "    attrs['event_subclass_name'] = sub_name",
-        "if type_name:",
-        "    attrs['object_type_name'] = type_name",
         "if object_name and database:",
-        "    attrs['qualified_name'] = f'{database}.{object_name}'",
+        f"    e_q = ',\"qualified_name\":' + {qualified}",
+        "else:",
+        "    e_q = ''",
         f"error = {value.get('error', 'None')}",
-        "extra, match, detail = MSG(text, error if type(error) is int else None)",
-        "attrs.update(extra)",
+        "extra, match, detail, mkeys, mjson = MSG(text, error if type(error) is int else None)",
         "if match is not None:",
         *(["    kind = match.event_type"] if event_class != LOGIN_FAILED else []),
-        "    if match.event_id is not None:",
-        "        attrs['message_id'] = match.event_id",
         "    object_name = match.object_name or object_name",
         "    object_type = match.object_type or object_type",
         "    user = match.user or user",
         "    database = match.database or database",
-        "    attrs.update(match.attributes)",
         "if role:",
         "    message += f' role {role}'",
         "if user:",
@@ -1128,16 +1117,65 @@ def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...],
         "    message += f' via {app}'",
         "if detail is not None:",
         "    message += ': ' + detail",
-        "return attrs, kind, message, user, database, object_name, object_type",
+        f"attributes = (TPL(mkeys) or MAKE(mkeys))({', '.join(used)}, mjson)",
+        "return attributes, kind, message, user, database, object_name, object_type",
     ]
     source = "def rows(v, known, offset):\n" + "".join(f"    {line}\n" for line in lines)
+    templates: dict[tuple[str, ...], Any] = {}
+
+    def make(mkeys: tuple[str, ...]) -> Any:
+        """The attributes template for the keys a message adds (they win over the row's own)."""
+        own = {name: part for name, part in parts.items() if name not in mkeys}
+        own.update({name: f"{{M[{i}]}}" for i, name in enumerate(mkeys)})
+        optional = {name: part for name, part in _OPTIONAL.items() if name not in mkeys}
+        body = f"lambda {', '.join(used)}, M: " + _json_template(own, optional)
+        if len(templates) >= 256:
+            templates.clear()
+        template = templates[mkeys] = eval(_code_eval(body), {"J": _json})  # noqa: S307 - constants, positions
+        return template
+
     scope: dict[str, Any] = {
-        "TG": texts.get, "TT": _Texts(texts).text, "TD": _utf16_decode,
-        "G": _getter(names) if names else None, "INFO": _info(event_class), "MSG": _message_event,
+        "TG": texts.get, "T": _Texts(texts), "TJ": _text_json, "RJ": jsons.get, "R": _JsonTuple(jsons),
+        "G": _getter(names) if names else None, "INFO": _info_json(event_class), "MSG": _message_event,
+        "TPL": templates.get, "MAKE": make, "J": _json,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
     exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
     return _RowCode(scope["rows"], shape.positions[columns[_START_KEY]], key, len(names))
+
+
+_OPTIONAL = {"event_subclass_name": "{e_sub}", "object_type_name": "{e_type}", "qualified_name": "{e_q}"}
+
+
+def _json_parts(event_class: int, names: tuple[str, ...], json: dict[str, str]) -> dict[str, str]:
+    """Attribute key -> f-string part of its JSON value, for the keys a row always has."""
+    parts: dict[str, str] = {name: f"{{{expr}}}" for name, expr in json.items() if name != "offset"}
+    parts["event_class_name"] = _braces(_json(N.event_name(event_class)))
+    parts["offset"] = "{offset}"
+    if names:
+        parts["repeated_columns"] = _braces(_json(list(names)))
+    return parts
+
+
+def _json_template(parts: dict[str, str], optional: dict[str, str]) -> str:
+    """An f-string expression for the attributes JSON: keys sorted as
+    attributes_json sorts them; optional keys come as ready ',"key":value'
+    fragments (or nothing)."""
+    template = "".join(optional[name] if name in optional else f",{_braces(_json(name))}:{parts[name]}"
+                       for name in sorted([*parts, *optional]))
+    if template.startswith(","):  # the first key is always there: no comma to cut
+        return "f" + repr("{{" + template[1:] + "}}")
+    return f"'{{' + f{template!r}[1:] + '}}'"
+
+
+@lru_cache(maxsize=1024)
+def _code_eval(source: str) -> Any:
+    return compile(source, "<trace attributes>", "eval")
+
+
+def _text_json(raw: bytes) -> tuple[str, str]:
+    text = _utf16_decode(raw, "replace")[0]
+    return text, _json(text)
 
 
 @lru_cache(maxsize=256)
@@ -1671,7 +1709,7 @@ class _Decoder:
 
         if type(text) is str and (ec in MESSAGE_EVENTS or ec == LOGIN_FAILED):
             error = attrs.get("error")
-            extra, match, detail = _message_event(text, error if type(error) is int else None)
+            extra, match, detail, _keys, _json_texts = _message_event(text, error if type(error) is int else None)
             attrs.update(extra)
             if match is not None:
                 if ec != LOGIN_FAILED:
