@@ -958,30 +958,27 @@ def _json(value: Any) -> str:
 class _RowCode:
     """Generated code for the rows of one record layout and one 0xFFF3 list.
 
-    ``fn(vals, known, offset)`` gives ``(attributes JSON, event_type, message,
-    user, database, object_name, object_type)`` for a record read with the
-    layout, stores its columns in ``known`` (the repeated-data cache of its
-    key) and raises KeyError when a repeated column is not in the cache.  The
+    ``fn(vals, offset, index)`` adds the row of a record read with the layout
+    to the decoder's block and stores its columns in the repeated-data cache;
+    it gives False, having changed nothing, when the record needs the general
+    path (bad StartTime, a repeated column not in the cache).  The attributes
     JSON is what ``attributes_json`` makes of the row the general path builds
     (same keys, same sorted order, same encodings), written by one f-string
     instead of a dict and a serializer; the tests compare the two.  Only
     constant keys and positions go into the generated source, never evidence.
     """
 
-    __slots__ = ("fn", "start", "key", "resolved")
+    __slots__ = ("fn",)
 
-    def __init__(self, fn: Any, start: int, key: int, resolved: int):
+    def __init__(self, fn: Any):
         self.fn = fn
-        self.start = start  # position of StartTime in the unpacked values
-        self.key = key  # position of the repeated-data key column, or -1
-        self.resolved = resolved  # columns taken from the cache per row
 
 
-def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_name: str,
-                  texts: dict[bytes, tuple[str, str]], jsons: dict[Any, tuple[str, ...]]) -> _RowCode | None:
+def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, decoder: _Decoder) -> _RowCode | None:
     """The row code of a layout, or None when its rows need the dict path
     (message events, which are classified; StartTime or the key column taken
     from the cache; an 0xFFF3 list naming an explicit column or one twice)."""
+    key_name, texts, jsons = decoder.key_name, decoder.texts, decoder.jsons
     names: tuple[str, ...] = ()
     if payload is not None:
         _pairs, names, unique, _get = _repeated_ids(payload)
@@ -1018,8 +1015,8 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
                 return None  # the cache key must be the value itself
             key = pos
     if names:
-        lines.append("rv = G(known)")
-        lines.append("rj = RJ(rv) or R(rv)")
+        lines += ["try:", "    rv = G(known)", "except KeyError:", "    return False",
+                  "rj = RJ(rv) or R(rv)"]
         for m, name in enumerate(names):
             value[name], json[name] = f"rv[{m}]", f"rj[{m}]"
     # The cache holds every column of the record, StartTime included.
@@ -1048,8 +1045,7 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
         "kind, message, e_sub, object_type, e_type = INFO(sub, raw_type)",
     ]
     if classified:
-        return _compile_classified(shape, event_class, names, key, columns, lines, value, json, qualified, texts,
-                                   jsons)
+        return _compile_classified(shape, event_class, names, key, columns, lines, value, json, qualified, decoder)
     lines += [
         "if object_name and database:",
         f"    e_q = ',\"qualified_name\":' + {qualified}",
@@ -1071,22 +1067,47 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, key_na
         "if text:",
         "    message += ': ' + SHORT(text)",
     ]
-    result = _json_template(_json_parts(event_class, names, json), _OPTIONAL)
-    lines.append(f"return {result}, kind, message, user, database, object_name, object_type")
-    source = "def rows(v, known, offset):\n" + "".join(f"    {line}\n" for line in lines)
-    scope: dict[str, Any] = {
+    lines.append(f"attributes = {_json_template(_json_parts(event_class, names, json), _OPTIONAL)}")
+    source = _row_source(event_class, shape.positions[columns[_START_KEY]], key, bool(names), lines)
+    scope: dict[str, Any] = {**decoder.row_scope,
         "TG": texts.get, "T": _Texts(texts), "J": _json, "RJ": jsons.get, "R": _JsonTuple(jsons),
         "G": _getter(names) if names else None, "INFO": _info_json(event_class), "SHORT": _short,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
     exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
-    return _RowCode(scope["rows"], shape.positions[columns[_START_KEY]], key, len(names))
+    return _RowCode(scope["rows"])
+
+
+def _row_source(event_class: int, start: int, key: int, resolved: bool, lines: list[str]) -> str:
+    """The row function: StartTime and the repeated-data cache first (a record
+    that needs the general path gives False before anything changes), then
+    ``lines``, then the row goes to the block."""
+    head = [
+        f"start = v[{start}]",
+        "if len(start) != 16:",
+        "    return False",
+        "prefix = SEC(start[:14]) or SECOND(start)",
+        "if prefix is None:",
+        "    return False",
+        "ms = U16(start, 14)[0]",
+        "if ms >= 1000:",
+        "    return False",
+    ]
+    if key >= 0:
+        head += [f"known = CACHE(v[{key}])", "if known is None:",
+                 "    return False" if resolved else f"    known = NEW(v[{key}])"]
+    else:
+        head.append("known = {}")
+    tail = [
+        "A0(kind)", f"A1({event_class})", "A2(message)", "A3(prefix + MS[ms])", "A4(index)", "A5(user)",
+        "A6(database)", "A7(object_name)", "A8(object_type)", "A9(attributes)", "return True",
+    ]
+    return "def rows(v, offset, index):\n" + "".join(f"    {line}\n" for line in head + lines + tail)
 
 
 def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...], key: int,
                         columns: dict[str, int], lines: list[str], value: dict[str, str], json: dict[str, str],
-                        qualified: str, texts: dict[bytes, tuple[str, str]], jsons: dict[Any, tuple[str, ...]]
-                        ) -> _RowCode:
+                        qualified: str, decoder: _Decoder) -> _RowCode:
     """Row code for message events: classified with the message catalogue (what
     :meth:`_Decoder._row` does); the attributes JSON comes from a template per
     set of keys the message adds."""
@@ -1118,9 +1139,8 @@ def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...],
         "if detail is not None:",
         "    message += ': ' + detail",
         f"attributes = (TPL(mkeys) or MAKE(mkeys))({', '.join(used)}, mjson)",
-        "return attributes, kind, message, user, database, object_name, object_type",
     ]
-    source = "def rows(v, known, offset):\n" + "".join(f"    {line}\n" for line in lines)
+    source = _row_source(event_class, shape.positions[columns[_START_KEY]], key, bool(names), lines)
     templates: dict[tuple[str, ...], Any] = {}
 
     def make(mkeys: tuple[str, ...]) -> Any:
@@ -1134,14 +1154,16 @@ def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...],
         template = templates[mkeys] = eval(_code_eval(body), {"J": _json})  # noqa: S307 - constants, positions
         return template
 
+    texts, jsons = decoder.texts, decoder.jsons
     scope: dict[str, Any] = {
+        **decoder.row_scope,
         "TG": texts.get, "T": _Texts(texts), "TJ": _text_json, "RJ": jsons.get, "R": _JsonTuple(jsons),
         "G": _getter(names) if names else None, "INFO": _info_json(event_class), "MSG": _message_event,
         "TPL": templates.get, "MAKE": make, "J": _json,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
     exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
-    return _RowCode(scope["rows"], shape.positions[columns[_START_KEY]], key, len(names))
+    return _RowCode(scope["rows"])
 
 
 _OPTIONAL = {"event_subclass_name": "{e_sub}", "object_type_name": "{e_type}", "qualified_name": "{e_q}"}
@@ -1287,25 +1309,44 @@ class _Decoder:
         self.row_codes: dict[tuple, _RowCode | None] = {}
         self.unresolved = 0
         self.first_unresolved: int | None = None
-        self.resolved = 0
-        self.records = 0  # event rows made
-        self._new_block()
+        # The next block's columns (EventColumns order); row code appends to them.
+        self.columns: list[list] = [[] for _ in range(10)]
+        self._appends = tuple(column.append for column in self.columns)
+        self.row_scope = {
+            "SEC": self.seconds.get, "SECOND": self._second, "CACHE": self.cache.get, "NEW": self._new_known,
+            "U16": _U16, "MS": _MILLISECONDS, **{f"A{i}": add for i, add in enumerate(self._appends)},
+        }
 
     # blocks -------------------------------------------------------------------
 
-    def _new_block(self) -> None:
-        self.block = EventColumns(source=SOURCE, timestamp_desc=TIMESTAMP_DESC)
-        b = self.block
-        self._appends = (b.event_type.append, b.event_id.append, b.message.append, b.local_text.append,
-                         b.source_record.append, b.user.append, b.database.append, b.object_name.append,
-                         b.object_type.append, b.attributes.append)
+    def pending(self) -> int:
+        return len(self.columns[0])
 
     def take_block(self) -> EventColumns | None:
-        block = self.block
-        if not len(block):
+        if not self.columns[0]:
             return None
-        self._new_block()
+        block = EventColumns(SOURCE, TIMESTAMP_DESC, *(column.copy() for column in self.columns))
+        for column in self.columns:
+            column.clear()
         return block
+
+    def _second(self, start: bytes) -> str | None:
+        """Text of a StartTime up to the second, or None when it is no valid time."""
+        fields = _SYSTEMTIME(start)
+        if not _valid_time((*fields[:7], 0)):
+            return None
+        if len(self.seconds) >= SECOND_CACHE_ENTRIES:
+            self.seconds.clear()
+        text = self.seconds[start[:14]] = L.format_systemtime(fields)[:19]
+        return text
+
+    def _new_known(self, key: Any) -> dict[str, Any]:
+        """An empty repeated-data cache entry for ``key``."""
+        if len(self.cache) >= REPEAT_CACHE_KEYS:
+            self.cache.clear()
+        known: dict[str, Any] = {}
+        self.cache[key] = known
+        return known
 
     # the whole file ---------------------------------------------------------------
 
@@ -1314,7 +1355,7 @@ class _Decoder:
         while pos is not None:
             if reader._skip_start is None:
                 pos = self._fast(reader, pos)
-                if len(self.block) >= BLOCK_ROWS:
+                if self.pending() >= BLOCK_ROWS:
                     yield self.take_block()  # type: ignore[misc]
                     continue
             # One step of the general path: a record the hot loop left, damage, padding.
@@ -1354,7 +1395,7 @@ class _Decoder:
         finish = self._row
         (add_type, add_id, add_message, add_time, add_record, add_user, add_database, add_name, add_otype,
          add_attrs) = self._appends
-        rows = BLOCK_ROWS - len(self.block)
+        rows = BLOCK_ROWS - self.pending()
         while rows > 0:
             rel = pos - base
             if rel + 9 > blen:
@@ -1388,46 +1429,8 @@ class _Decoder:
                     if code is _UNSET:
                         code = self._row_code(shape, event_class, payload)
                     if code is not None:
-                        start = vals[code.start]
-                        if len(start) != 16:
+                        if not code.fn(vals, pos, reader.index):
                             return pos
-                        prefix = seconds.get(start[:14])
-                        if prefix is None:
-                            fields = _SYSTEMTIME(start)
-                            if not _valid_time((*fields[:7], 0)):
-                                return pos
-                            if len(seconds) >= SECOND_CACHE_ENTRIES:
-                                seconds.clear()
-                            prefix = seconds[start[:14]] = L.format_systemtime(fields)[:19]
-                        ms = _U16(start, 14)[0]
-                        if ms >= 1000:
-                            return pos
-                        key = vals[code.key] if code.key >= 0 else None
-                        known = cache.get(key) if key is not None else None
-                        if known is None:
-                            if code.resolved:
-                                return pos  # unresolved: reported by the general path
-                            known = {}
-                            if key is not None:
-                                if len(cache) >= REPEAT_CACHE_KEYS:
-                                    cache.clear()
-                                cache[key] = known
-                        try:
-                            attributes, kind, message, user, database, object_name, object_type = code.fn(
-                                vals, known, pos)
-                        except KeyError:
-                            return pos  # a repeated column not in the cache: the general path reports it
-                        self.resolved += code.resolved
-                        add_type(kind)
-                        add_id(event_class)
-                        add_message(message)
-                        add_time(prefix + _MILLISECONDS[ms])
-                        add_record(reader.index)
-                        add_user(user)
-                        add_database(database)
-                        add_name(object_name)
-                        add_otype(object_type)
-                        add_attrs(attributes)
                         reader.index += 1
                         pos = base + end
                         rows -= 1
@@ -1502,8 +1505,6 @@ class _Decoder:
                 else:
                     known.update(attrs)
             del attrs[_START_KEY]
-            if resolved:
-                self.resolved += len(resolved)
             kind, message, user, database, object_name, object_type = finish(event_class, pos, attrs, resolved)
             add_type(kind)
             add_id(event_class)
@@ -1599,8 +1600,7 @@ class _Decoder:
         if code is _UNSET:
             if len(self.row_codes) >= SHAPE_CACHE_ENTRIES:
                 self.row_codes.clear()
-            code = self.row_codes[signature] = _compile_rows(shape, event_class, payload, self.key_name, self.texts,
-                                                             self.jsons)
+            code = self.row_codes[signature] = _compile_rows(shape, event_class, payload, self)
         if len(shape.rows) >= 64:
             shape.rows.clear()
         shape.rows[payload] = code
@@ -1628,7 +1628,6 @@ class _Decoder:
             if key not in self.cache and len(self.cache) >= REPEAT_CACHE_KEYS:
                 self.cache.clear()
             self.cache.setdefault(key, {}).update(attrs)
-        self.resolved += len(resolved)
         if missing:
             self.unresolved += len(missing)
             if self.first_unresolved is None:
