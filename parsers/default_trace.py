@@ -825,12 +825,16 @@ _I32, _I64 = struct.Struct("<i").unpack_from, struct.Struct("<q").unpack_from
 _U16 = struct.Struct("<H").unpack_from
 _SYSTEMTIME = L.SYSTEMTIME.unpack
 
-TEXT_CACHE_MAX_BYTES = 512  # short text values (names, hosts, logins) repeat; long ones rarely do
-TEXT_CACHE_ENTRIES = 50_000
+# Caches are bounded (cleared when full) so that memory stays flat whatever the file.
+TEXT_CACHE_MAX_BYTES = 256  # short text values (names, hosts, logins) repeat; long ones rarely do
+TEXT_CACHE_ENTRIES = 20_000
 REPEAT_CACHE_KEYS = 100_000  # distinct repeated-data keys (SPIDs); a crafted header could make it grow
 SHAPE_CACHE_ENTRIES = 4096
 _UNSET = object()
-SECOND_CACHE_ENTRIES = 100_000
+SECOND_CACHE_ENTRIES = 20_000
+# Row code is compiled (about a millisecond) for a layout and 0xFFF3 list met
+# this often; rarer ones keep the dict path.
+ROW_CODE_AFTER = 8
 BLOCK_ROWS = 10_000
 
 
@@ -947,7 +951,7 @@ def _valid_time(fields: tuple[int, ...]) -> bool:
 # --- compiled rows ------------------------------------------------------------------
 
 _dumps = orjson.dumps
-_JSON_CACHE_ENTRIES = 50_000
+_JSON_CACHE_ENTRIES = 10_000
 
 
 def _json(value: Any) -> str:
@@ -1307,6 +1311,7 @@ class _Decoder:
         self.seen_shapes: set[tuple[int, int]] = set()
         self.seconds: dict[bytes, str] = {}  # SYSTEMTIME up to the second -> its text
         self.row_codes: dict[tuple, _RowCode | None] = {}
+        self.row_code_seen: dict[tuple, int] = {}
         self.unresolved = 0
         self.first_unresolved: int | None = None
         # The next block's columns (EventColumns order); row code appends to them.
@@ -1598,6 +1603,12 @@ class _Decoder:
         signature = (event_class, shape.keys, shape.kinds, shape.positions, payload)
         code = self.row_codes.get(signature, _UNSET)
         if code is _UNSET:
+            seen = self.row_code_seen.get(signature, 0) + 1
+            if seen < ROW_CODE_AFTER:
+                if len(self.row_code_seen) >= SHAPE_CACHE_ENTRIES:
+                    self.row_code_seen.clear()
+                self.row_code_seen[signature] = seen
+                return None  # the dict path for now; asked again next time
             if len(self.row_codes) >= SHAPE_CACHE_ENTRIES:
                 self.row_codes.clear()
             code = self.row_codes[signature] = _compile_rows(shape, event_class, payload, self)

@@ -659,7 +659,7 @@ def busy_trace() -> bytes:
     trace = ServerTrace("WS01\\SQL2019")
     who = [session(login="CORP\\dba", host="WS01", app='App "quoted" \\ é', spid=57, nt_user="dba",
                    nt_domain="CORP"), session(login="sa", spid=4)]
-    for n in range(120):
+    for n in range(240):
         cols = who[n % 2]
         kind = n % 6
         if kind == 0:
@@ -719,7 +719,7 @@ def test_row_code_writes_the_engines_json():
                 if isinstance(attrs, str):
                     encoded += 1
                     assert attrs == attributes_json(json.loads(attrs))
-    assert encoded > 60
+    assert encoded > 150
 
 
 def test_block_boundaries_change_nothing(monkeypatch):
