@@ -22,6 +22,30 @@ files) and damage anywhere else.
 the file, control records included (so the trace-start record of a server
 file is record 0, as in trc-format.md); ``attributes.offset`` is its byte
 offset, which stays exact even after damage.
+
+Speed
+-----
+Rows leave as :class:`~forensic.model.EventColumns` blocks.  Three tiers read
+a record, each giving exactly the row of the one below (the tests compare
+them on samples, built fixtures and damaged files):
+
+1. :class:`TraceReader` (general path): frames, checks and reports damage;
+   :meth:`_Decoder.raw_record` decodes the record into a dict.  Control
+   records, damage, special tokens, duplicate columns, bad times and
+   unresolved 0xFFF3 references always take it.
+2. The hot loop (:meth:`_Decoder._fast`) walks a well-formed record's tokens
+   with ``struct`` and decodes them by column id from lists, not a generic
+   parse; from the second record of an event class and length on, a compiled
+   layout (:class:`_Shape`) reads all of a record's heads with one
+   ``unpack_from`` (proof that the walk would find the same tokens) and all
+   its values with another.
+3. Row code (:func:`_compile_rows`): for a layout and 0xFFF3 list met often,
+   generated Python (constant keys and positions only) makes the row in one
+   call and writes its attributes straight as the JSON the engine would write
+   (sorted, compact), so the engine neither encodes nor decodes them.
+
+Texts, times per second, repeated values and layouts are cached in bounded
+caches.
 """
 
 from __future__ import annotations
@@ -1283,16 +1307,11 @@ def _info_json(event_class: int) -> Any:
 
 
 class _Decoder:
-    """Turns one file's records into timeline rows.
+    """Turns one file's records into timeline rows (see "Speed" above).
 
-    Rows go into :class:`EventColumns` blocks.  The hot loop (:meth:`_fast`)
-    frames, walks and decodes the common record (a well-formed event record
-    with column tokens and at most one 0xFFF3 list) in one pass over the read
-    window; any other record (control records, damage, special tokens,
-    duplicate columns, a bad StartTime, unresolved repeated data) goes through
-    :class:`TraceReader`'s general path and :meth:`raw_record`, which give the
-    same row for a well-formed record.  Rows whose time cannot be given as
-    local text (bad or missing StartTime) are yielded as single events.
+    Rows go into :class:`EventColumns` blocks; rows whose time cannot be given
+    as local text (bad or missing StartTime) are yielded as single events, in
+    file order.
     """
 
     def __init__(self, header: TraceHeader):
