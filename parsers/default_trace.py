@@ -1077,21 +1077,17 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, decode
     lines += [
         "if object_name and database:",
         f"    e_q = ',\"qualified_name\":' + {qualified}",
-        "    message += (f' {object_type}' if object_type else '') + f' {database}.{object_name}'",
+        "    message = (f'{message} {object_type} {database}.{object_name}{SUF(role, user, client, app)}'"
+        " if object_type else f'{message} {database}.{object_name}{SUF(role, user, client, app)}')",
         "else:",
         "    e_q = ''",
         "    if object_name:",
-        "        message += (f' {object_type}' if object_type else '') + f' {object_name}'",
+        "        message = (f'{message} {object_type} {object_name}{SUF(role, user, client, app)}' if object_type"
+        " else f'{message} {object_name}{SUF(role, user, client, app)}')",
         "    elif database:",
-        "        message += f' {database}'",
-        "if role:",
-        "    message += f' role {role}'",
-        "if user:",
-        "    message += f' by {user}'",
-        "if client:",
-        "    message += f' from {client}'",
-        "if app:",
-        "    message += f' via {app}'",
+        "        message = f'{message} {database}{SUF(role, user, client, app)}'",
+        "    else:",
+        "        message += SUF(role, user, client, app)",
         "if text:",
         "    message += ': ' + SHORT(text)",
     ]
@@ -1099,7 +1095,7 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, decode
     source = _row_source(event_class, shape.positions[columns[_START_KEY]], key, bool(names), lines)
     scope: dict[str, Any] = {**decoder.row_scope,
         "TG": texts.get, "T": _Texts(texts), "J": _json, "RJ": jsons.get, "R": _JsonTuple(jsons),
-        "G": _getter(names) if names else None, "INFO": _info_json(event_class), "SHORT": _short,
+        "G": _getter(names) if names else None, "INFO": _info_json(event_class), "SHORT": _short, "SUF": _suffix,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
     exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
@@ -1156,14 +1152,7 @@ def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...],
         "    object_type = match.object_type or object_type",
         "    user = match.user or user",
         "    database = match.database or database",
-        "if role:",
-        "    message += f' role {role}'",
-        "if user:",
-        "    message += f' by {user}'",
-        "if client:",
-        "    message += f' from {client}'",
-        "if app:",
-        "    message += f' via {app}'",
+        "message += SUF(role, user, client, app)",
         "if detail is not None:",
         "    message += ': ' + detail",
         f"attributes = (TPL(mkeys) or MAKE(mkeys))({', '.join(used)}, mjson)",
@@ -1187,11 +1176,24 @@ def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...],
         **decoder.row_scope,
         "TG": texts.get, "T": _Texts(texts), "TJ": _text_json, "RJ": jsons.get, "R": _JsonTuple(jsons),
         "G": _getter(names) if names else None, "INFO": _info_json(event_class), "MSG": _message_event,
-        "TPL": templates.get, "MAKE": make, "J": _json,
+        "TPL": templates.get, "MAKE": make, "J": _json, "SUF": _suffix,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
     exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
     return _RowCode(scope["rows"])
+
+
+@lru_cache(maxsize=4096)
+def _suffix(role: str | None, user: str | None, client: str | None, app: str | None) -> str:
+    """The end of a row's message: who, from where, with what."""
+    out = f" role {role}" if role else ""
+    if user:
+        out += f" by {user}"
+    if client:
+        out += f" from {client}"
+    if app:
+        out += f" via {app}"
+    return out
 
 
 _OPTIONAL = {"event_subclass_name": "{e_sub}", "object_type_name": "{e_type}", "qualified_name": "{e_q}"}
@@ -1446,7 +1448,8 @@ class _Decoder:
             attrs = None
             if shape is not None:
                 if shape.heads(buf, body) == shape.expect:
-                    shape.misses = 0
+                    if shape.misses:
+                        shape.misses = 0
                     vals = shape.unpack(buf, body)
                     payload = vals[shape.repeated] if shape.repeated >= 0 else None
                     code = shape.rows.get(payload, _UNSET)
