@@ -26,8 +26,9 @@ from forensic.schema import TIMELINE_SCHEMA
 
 RUN_ROWS = 50_000
 RUN_BATCH_ROWS = 4_096
+RUN_BYTES = 32 << 20
 MAX_FANIN = 64
-MERGE_BUFFER_ROWS = 100_000  # spread over the runs being merged
+MERGE_BUFFER_ROWS = 32_000  # spread over the runs being merged (rows can be KBs each)
 _TS_MAX = 2**63 - 1
 
 
@@ -57,14 +58,18 @@ class SortedRunWriter:
         self.run_rows = run_rows
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
+        self.pending_bytes = 0
         self.paths: list[str] = []
         self.rows = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
+        self.pending_bytes += batch.nbytes
         self.rows += batch.num_rows
-        if self.pending_rows >= self.run_rows:
+        # Rows or bytes, whichever comes first: trace and audit rows carry
+        # large attributes, and memory must stay flat whatever the row size.
+        if self.pending_rows >= self.run_rows or self.pending_bytes >= RUN_BYTES:
             self.spill()
 
     def spill(self) -> None:
@@ -72,7 +77,7 @@ class SortedRunWriter:
             return
         table = sort_table(pa.Table.from_batches(self.pending, schema=TIMELINE_SCHEMA))
         self.paths.append(write_run(table, self.folder))
-        self.pending, self.pending_rows = [], 0
+        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
 
     def close(self) -> list[str]:
         self.spill()
@@ -153,7 +158,7 @@ def _merge_once(paths: list[str]) -> Iterator[pa.RecordBatch]:
             parts = [p for p in parts if p.num_rows]
             if parts:
                 merged = sort_table(pa.concat_tables(parts))
-                yield from merged.combine_chunks().to_batches(max_chunksize=50_000)
+                yield from merged.to_batches(max_chunksize=50_000)
             for c in cursors:
                 if not c.exhausted and c.buffer.num_rows < per_run:
                     c.fill()

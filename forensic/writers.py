@@ -34,6 +34,7 @@ from forensic.schema import COLUMN_NAMES, TIMELINE_SCHEMA
 
 FORMATS = ("parquet", "jsonl", "csv", "timesketch")
 ROW_GROUP_ROWS = 100_000
+ROW_GROUP_BYTES = 48 << 20
 # What makes a spreadsheet cell a formula (OWASP "CSV injection"), with the
 # full-width forms some spreadsheets also accept.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
@@ -162,6 +163,7 @@ class TimelineWriter:
             self._pq = pq.ParquetWriter(self.tmp, schema, compression="zstd")
             self._pending: list[pa.RecordBatch] = []
             self._pending_rows = 0
+            self._pending_bytes = 0
         else:
             # backslashreplace: a lone surrogate from damaged UTF-16 must
             # not abort the whole output.
@@ -178,7 +180,9 @@ class TimelineWriter:
         if self.fmt == "parquet":
             self._pending.append(batch)
             self._pending_rows += batch.num_rows
-            if self._pending_rows >= ROW_GROUP_ROWS:
+            self._pending_bytes += batch.nbytes
+            # A row group per 100,000 rows, or sooner when rows are large.
+            if self._pending_rows >= ROW_GROUP_ROWS or self._pending_bytes >= ROW_GROUP_BYTES:
                 self._flush_parquet()
             return
         rows = batch.to_pylist()
@@ -197,7 +201,7 @@ class TimelineWriter:
         if self._pending:
             self._pq.write_table(pa.Table.from_batches(self._pending, schema=TIMELINE_SCHEMA),
                                  row_group_size=ROW_GROUP_ROWS)
-            self._pending, self._pending_rows = [], 0
+            self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
     def write_all(self, batches: Iterable[pa.RecordBatch]) -> None:
         for batch in batches:
