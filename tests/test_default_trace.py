@@ -709,6 +709,17 @@ def test_hot_loop_and_general_path_give_the_same_rows(name, monkeypatch):
     assert _items(src) == fast
 
 
+@pytest.mark.parametrize("name", list(_fixtures()))
+def test_row_code_from_the_first_record_gives_the_same_rows(name, monkeypatch):
+    """Row code compiled at once (and tiny blocks) changes no row, damaged files included."""
+    src = source(_fixtures()[name])
+    monkeypatch.setattr(default_trace, "ROW_CODE_AFTER", 1)
+    monkeypatch.setattr(default_trace, "BLOCK_ROWS", 5)
+    eager = _items(src)
+    _general_path_only(monkeypatch)
+    assert _items(src) == eager
+
+
 def test_row_code_writes_the_engines_json():
     """Rows made by generated code carry their attributes as JSON text, exactly
     as the engine would encode the general path's dict."""
