@@ -228,9 +228,11 @@ def main() -> None:
     build_trace(trace, size["trace_mb"])
     build_evtx(evtx_file, size["evtx_chunks"])
     # A multi-file set: an ERRORLOG rotation set beside traces (per-file work).
-    multi = cache / f"multi_{size['files']}"
+    multi = cache / f"multi_{size['files']}_{size['errorlog_mb']}"
     for i in range(size["files"]):
-        build_errorlog(multi / "Log" / f"ERRORLOG.{i}", size["errorlog_mb"] // 4, seed=100 + i)
+        # Big enough that the per-input work, not process start-up and the
+        # final merge, dominates the run.
+        build_errorlog(multi / "Log" / f"ERRORLOG.{i}", size["errorlog_mb"], seed=100 + i)
     print(f"evidence ready in {time.perf_counter() - t0:.1f} s under {cache}", file=sys.stderr)
 
     results: dict[str, float] = {}
