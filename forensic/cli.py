@@ -79,6 +79,11 @@ def _check_output(output: str, paths: list[str], force: bool, layout: str = "fil
             if os.path.isdir(p) and _inside(parent, p):
                 raise usage_error(f"output {output!r} is inside the evidence path {p!r}; "
                                   "nothing may be written next to evidence (use --force to override)")
+    _ensure_output_folder(parent)
+
+
+def _ensure_output_folder(parent: str) -> None:
+    """Create the output's folder if needed; it must be writable."""
     if not os.path.isdir(parent):
         try:
             os.makedirs(parent, exist_ok=True)
@@ -237,13 +242,7 @@ def _check_report_output(output: str, protected: list[str]) -> None:
         if p and os.path.exists(p) and os.path.realpath(p) == os.path.realpath(out):
             raise usage_error(f"output {output!r} would overwrite {p!r}")
     parent = os.path.dirname(out)
-    if not os.path.isdir(parent):
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as exc:
-            raise usage_error(f"cannot create output folder {parent!r}: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise usage_error(f"output folder {parent!r} is not writable")
+    _ensure_output_folder(parent)
 
 
 @app.command()

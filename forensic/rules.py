@@ -87,13 +87,7 @@ def field_text(event: Event, name: str) -> str | None:
         value = event.attributes.get(name[len("attributes."):])
     else:
         value = getattr(event, name, None)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, list | tuple):
-        return "\n".join(str(v) for v in value)
-    return str(value)
+    return _value_text(value)
 
 
 _MAYBE = object()  # a field a columnar row does not hold yet (host, timestamp, flags, ...)
@@ -136,7 +130,7 @@ def _present(cols, name: str, rows: list[int]) -> dict[object, list[int]]:
 
 
 def _value_text(value: object) -> str | None:
-    """:func:`field_text` of a value."""
+    """A field's value as the text rule patterns are matched against."""
     if value is None:
         return None
     if isinstance(value, bool):

@@ -24,6 +24,7 @@ import bisect
 import re
 import zoneinfo
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import cache, lru_cache
@@ -146,13 +147,20 @@ def _transition(zone: tzinfo, start: datetime, end: datetime, after: int) -> dat
     """
     if _zone_offset_minutes(zone, end) != after:
         return None
+    return first_minute_with(lambda t: _zone_offset_minutes(zone, t), start, end, after)
+
+
+def first_minute_with(offset_at: Callable[[datetime], int], start: datetime, end: datetime,
+                      after: int) -> datetime:
+    """First minute in (start, end] at which ``offset_at`` gives ``after``,
+    by bisection (``offset_at(end)`` must be ``after``)."""
     lo, hi = start, end
     while hi - lo > timedelta(minutes=1):
         mid = lo + (hi - lo) / 2
         mid = mid.replace(second=0, microsecond=0)
         if mid <= lo:
             break
-        if _zone_offset_minutes(zone, mid) == after:
+        if offset_at(mid) == after:
             hi = mid
         else:
             lo = mid

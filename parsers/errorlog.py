@@ -89,8 +89,15 @@ def source_attributes(process: str) -> dict[str, Any]:
     return attrs
 
 
-def _startup_parameters(message: str) -> list[str]:
-    return [line.strip() for line in message.split("\n")[1:] if line.strip()]
+def startup_parameter_attributes(message: str) -> dict[str, Any]:
+    """``parameters`` (one per continuation line) and ``trace_flags`` (-T...)
+    of a 17110/17115 start-up parameters message (ERRORLOG or event log)."""
+    params = [line.strip() for line in message.split("\n")[1:] if line.strip()]
+    attrs: dict[str, Any] = {"parameters": params}
+    flags = [p for p in params if p.upper().startswith("-T")]
+    if flags:
+        attrs["trace_flags"] = flags
+    return attrs
 
 
 def build_event(source: str, line: int, ts: str, process: str, message: str,
@@ -123,11 +130,7 @@ def build_event(source: str, line: int, ts: str, process: str, message: str,
         ev.event_type = "server_banner"
         attrs["version"] = first_line.strip()
     elif ev.event_type == "startup_parameters":
-        params = _startup_parameters(message)
-        attrs["parameters"] = params
-        flags = [p for p in params if p.upper().startswith("-T")]
-        if flags:
-            attrs["trace_flags"] = flags
+        attrs.update(startup_parameter_attributes(message))
     return ev
 
 

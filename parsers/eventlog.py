@@ -37,6 +37,7 @@ from typing import Any
 from forensic.model import TZ_ERRORLOG_PAIR, TZ_UTC, Event, InputEvidence, ParseWarning, TimeAnchor
 from parsers import evtx_engines as engines
 from parsers.base import Source
+from parsers.errorlog import startup_parameter_attributes
 from parsers.evtx_engines import (
     FILE_MAGIC,
     NO_PREFILTER,
@@ -227,10 +228,6 @@ def _string_ref(ref: Any, strings: list[str]) -> str | None:
     return strings[int(m.group(1)) - 1].strip() or None
 
 
-def _startup_parameters(text: str) -> list[str]:
-    return [line.strip() for line in text.split("\n")[1:] if line.strip()]
-
-
 def _build_sqlserver(rec: EvtxRecord, ev: Event, tbl: Tables) -> None:
     attrs = ev.attributes
     ev.instance = instance_from([rec.provider])
@@ -277,13 +274,9 @@ def _build_sqlserver(rec: EvtxRecord, ev: Event, tbl: Tables) -> None:
         if value is not None and key not in attrs:
             attrs[key] = value
     if ev.event_type == "startup_parameters":
-        params = _startup_parameters(text)
-        attrs["parameters"] = params
-        trace_flags = [p for p in params if p.upper().startswith("-T")]
-        if trace_flags:
-            attrs["trace_flags"] = trace_flags
+        attrs.update(startup_parameter_attributes(text))
         # -m / -m"SqlSetup": single-user mode, used to regain sysadmin access.
-        attrs["single_user"] = any(p.startswith("-m") for p in params)
+        attrs["single_user"] = any(p.startswith("-m") for p in attrs["parameters"])
 
 
 def _fallback_text(rec: EvtxRecord) -> str:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
 from forensic.model import TZ_REGISTRY, TimeAnchor
+from forensic.timezones import first_minute_with
 
 ANCHOR_FIRST_YEAR = 2005  # SQL Server 2005: the oldest logs this tool reads
 
@@ -405,17 +406,7 @@ def _iana_transitions(tz: zoneinfo.ZoneInfo, first: int, last: int) -> list[tupl
         nxt = t + step
         o = off(nxt)
         if o != cur:
-            lo, hi = t, nxt
-            while hi - lo > timedelta(minutes=1):
-                mid = lo + (hi - lo) / 2
-                mid = mid.replace(second=0, microsecond=0)
-                if mid <= lo:
-                    break
-                if off(mid) == o:
-                    hi = mid
-                else:
-                    lo = mid
-            out.append((hi, o))
+            out.append((first_minute_with(off, t, nxt, o), o))
             cur = o
         t = nxt
     return out
