@@ -226,6 +226,18 @@ class DatasetCommit:
 
 # -- the reading side ------------------------------------------------------------
 
+def open_timeline_file(path: str, columns: list[str]) -> pq.ParquetFile:
+    """A single-file Parquet timeline, checked to hold ``columns``."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DatasetError(f"{path}: not a timeline Parquet file ({exc})") from None
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise DatasetError(f"{path}: not a mssql-forensic timeline (missing columns {missing})")
+    return pf
+
+
 def open_dataset(path: str):
     """A ``pyarrow.dataset`` over a dataset directory (directory names ignored:
     every column comes from the files)."""

@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from rich.table import Table
 from rich.text import Text
 
@@ -123,13 +121,11 @@ def iter_flagged_rows(path: str) -> Iterator[dict[str, Any]]:
                                  else 2**63))
         yield from rows
         return
+    from forensic.dataset import DatasetError, open_timeline_file
     try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise FindingsError(f"{path}: not a timeline Parquet file ({exc})") from None
-    missing = [c for c in columns if c not in pf.schema_arrow.names]
-    if missing:
-        raise FindingsError(f"{path}: not a mssql-forensic timeline (missing columns {missing})")
+        pf = open_timeline_file(path, columns)
+    except DatasetError as exc:
+        raise FindingsError(str(exc)) from None
     for batch in pf.iter_batches(columns=columns, batch_size=10_000):
         mask = pc.greater(pc.list_value_length(batch.column("flags")), 0)
         flagged = batch.filter(pc.fill_null(mask, False))

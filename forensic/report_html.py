@@ -40,7 +40,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from forensic import __version__
 from forensic.findings import SEVERITY_RANK, SUBJECT_FLAGS, Finding, FindingsError, build_findings
@@ -229,13 +228,11 @@ def _iter_batches(path: str, kind: str) -> Iterator[pa.RecordBatch | list[dict[s
             raise ReportError(str(exc)) from None
         return
     if kind == "parquet":
+        from forensic.dataset import DatasetError, open_timeline_file
         try:
-            pf = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ReportError(f"{path}: not a timeline Parquet file ({exc})") from None
-        missing = [c for c in _COLUMNS if c not in pf.schema_arrow.names]
-        if missing:
-            raise ReportError(f"{path}: not a mssql-forensic timeline (missing columns {missing})")
+            pf = open_timeline_file(path, _COLUMNS)
+        except DatasetError as exc:
+            raise ReportError(str(exc)) from None
         yield from pf.iter_batches(columns=_COLUMNS, batch_size=BATCH_ROWS)
         return
     chunk: list[dict[str, Any]] = []
