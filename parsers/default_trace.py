@@ -1123,8 +1123,9 @@ def _row_source(event_class: int, start: int, key: int, resolved: bool, lines: l
     else:
         head.append("known = {}")
     tail = [
-        "A0(kind)", f"A1({event_class})", "A2(message)", "A3(prefix + MS[ms])", "A4(index)", "A5(user)",
-        "A6(database)", "A7(object_name)", "A8(object_type)", "A9(attributes)", "return True",
+        f"ROW((kind, {event_class}, message, prefix + MS[ms], index, user, database, object_name, object_type,"
+        " attributes))",
+        "return True",
     ]
     return "def rows(v, offset, index):\n" + "".join(f"    {line}\n" for line in head + lines + tail)
 
@@ -1335,25 +1336,24 @@ class _Decoder:
         self.row_code_seen: dict[tuple, int] = {}
         self.unresolved = 0
         self.first_unresolved: int | None = None
-        # The next block's columns (EventColumns order); row code appends to them.
-        self.columns: list[list] = [[] for _ in range(10)]
-        self._appends = tuple(column.append for column in self.columns)
+        # The next block's rows, each a tuple in EventColumns column order: one
+        # append per row (not one per column); take_block() transposes them.
+        self.rows: list[tuple] = []
         self.row_scope = {
             "SEC": self.seconds.get, "SECOND": self._second, "CACHE": self.cache.get, "NEW": self._new_known,
-            "U16": _U16, "MS": _MILLISECONDS, **{f"A{i}": add for i, add in enumerate(self._appends)},
+            "U16": _U16, "MS": _MILLISECONDS, "ROW": self.rows.append,
         }
 
     # blocks -------------------------------------------------------------------
 
     def pending(self) -> int:
-        return len(self.columns[0])
+        return len(self.rows)
 
     def take_block(self) -> EventColumns | None:
-        if not self.columns[0]:
+        if not self.rows:
             return None
-        block = EventColumns(SOURCE, TIMESTAMP_DESC, *(column.copy() for column in self.columns))
-        for column in self.columns:
-            column.clear()
+        block = EventColumns(SOURCE, TIMESTAMP_DESC, *map(list, zip(*self.rows, strict=True)))
+        self.rows.clear()
         return block
 
     def _second(self, start: bytes) -> str | None:
@@ -1419,8 +1419,7 @@ class _Decoder:
         walk = self._walk
         key_name = self.key_name
         finish = self._row
-        (add_type, add_id, add_message, add_time, add_record, add_user, add_database, add_name, add_otype,
-         add_attrs) = self._appends
+        add_row = self.rows.append
         rows = BLOCK_ROWS - self.pending()
         while rows > 0:
             rel = pos - base
@@ -1533,16 +1532,8 @@ class _Decoder:
                     known.update(attrs)
             del attrs[_START_KEY]
             kind, message, user, database, object_name, object_type = finish(event_class, pos, attrs, resolved)
-            add_type(kind)
-            add_id(event_class)
-            add_message(message)
-            add_time(prefix + _MILLISECONDS[ms])
-            add_record(reader.index)
-            add_user(user)
-            add_database(database)
-            add_name(object_name)
-            add_otype(object_type)
-            add_attrs(attrs)
+            add_row((kind, event_class, message, prefix + _MILLISECONDS[ms], reader.index, user, database,
+                     object_name, object_type, attrs))
             reader.index += 1
             pos = base + end
             rows -= 1
@@ -1699,9 +1690,8 @@ class _Decoder:
         kind, message, user, database, object_name, object_type = self._row(rec.event_class, rec.offset, attrs,
                                                                              resolved)
         if time_ok:
-            for add, value in zip(self._appends, (kind, rec.event_class, message, local_text, rec.index, user,
-                                                  database, object_name, object_type, attrs), strict=True):
-                add(value)
+            self.rows.append((kind, rec.event_class, message, local_text, rec.index, user, database, object_name,
+                              object_type, attrs))
             return out
         # No readable time: a single event (the engine says how its time is missing).
         out.append(Event(source=SOURCE, event_type=kind, message=message, timestamp_desc=TIMESTAMP_DESC,
