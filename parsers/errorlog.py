@@ -17,9 +17,11 @@ pairs) so the engine can convert them.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from itertools import compress
+from typing import Any, NamedTuple
 
 from forensic.model import (
     TZ_ERRORLOG_ADJUSTMENT,
@@ -100,60 +102,160 @@ def startup_parameter_attributes(message: str) -> dict[str, Any]:
     return attrs
 
 
+class MessagePart(NamedTuple):
+    """What a record's message (and its ``Error:`` line) says, whoever wrote
+    it: the same text gives the same part, so it can be cached."""
+
+    event_type: str
+    event_id: int | None
+    message: str
+    user: str | None
+    database: str | None
+    object_name: str | None
+    object_type: str | None
+    attributes: dict[str, Any]
+    plain: bool  # says nothing a plain record does not: no template, no Error: line
+
+
+def message_part(message: str, error: tuple[int, int, int] | None = None, banner_position: bool = False
+                 ) -> MessagePart:
+    """Classify one record's message (``error``: its merged ``Error:`` line;
+    ``banner_position``: the record is among the file's first lines)."""
+    message = _clean_message(message)
+    first_line = message.split("\n", 1)[0]
+    attrs: dict[str, Any] = {}
+    event_id = None
+    if error is not None:
+        event_id, attrs["severity"], attrs["state"] = error
+    match = classify(first_line, event_id)
+    event_type = "log_message"
+    user = database = object_name = object_type = None
+    if match is not None:
+        event_type = match.event_type
+        event_id = match.event_id if event_id is None else event_id
+        object_name, object_type = match.object_name, match.object_type
+        user, database = match.user, match.database
+        attrs.update(match.attributes)
+    elif error is not None:
+        event_type = "error_reported"
+    if banner_position and first_line.startswith("Microsoft SQL Server"):
+        event_type = "server_banner"
+        attrs["version"] = first_line.strip()
+    elif event_type == "startup_parameters":
+        attrs.update(startup_parameter_attributes(message))
+    plain = event_type == "log_message" and event_id is None and not attrs
+    return MessagePart(event_type, event_id, message, user, database, object_name, object_type, attrs, plain)
+
+
+def record_attributes(process: str, part: MessagePart, error_line: int | None) -> dict[str, Any]:
+    """A record's attributes: its source column's, then its message's."""
+    attrs = source_attributes(process)
+    if error_line is not None:
+        attrs["error_line"] = error_line
+    attrs.update(part.attributes)
+    return attrs
+
+
 def build_event(source: str, line: int, ts: str, process: str, message: str,
                 error: tuple[int, int, int] | None = None, error_line: int | None = None) -> Event:
     """One record that needs more than the plain path: classified messages,
     merged ``Error:`` pairs, the banner, start-up parameters."""
-    message = _clean_message(message)
-    first_line = message.split("\n", 1)[0]
-    attrs = source_attributes(process)
-    event_id = None
-    if error is not None:
-        event_id, attrs["severity"], attrs["state"] = error
-        attrs["error_line"] = error_line
-    match = classify(first_line, event_id)
+    part = message_part(message, error, line <= 3)
     # local_time stays unset: the engine reads local_text column-wise (and
     # notes an unreadable one); expand() fills it for consumers of events.
-    ev = Event(source=source, event_type="log_message", message=message, local_text=ts,
-               event_id=event_id, source_record=line, attributes=attrs)
-    if match is not None:
-        ev.event_type = match.event_type
-        ev.event_id = match.event_id if event_id is None else event_id
-        ev.object_name = match.object_name
-        ev.object_type = match.object_type
-        ev.user = match.user
-        ev.database = match.database
-        attrs.update(match.attributes)
-    elif error is not None:
-        ev.event_type = "error_reported"
-    if first_line.startswith("Microsoft SQL Server") and line <= 3:
-        ev.event_type = "server_banner"
-        attrs["version"] = first_line.strip()
-    elif ev.event_type == "startup_parameters":
-        attrs.update(startup_parameter_attributes(message))
-    return ev
+    return Event(source=source, event_type=part.event_type, message=part.message, local_text=ts,
+                 event_id=part.event_id, source_record=line, user=part.user, database=part.database,
+                 object_name=part.object_name, object_type=part.object_type,
+                 attributes=record_attributes(process, part, error_line))
 
 
 _PLAIN_ATTRS: dict[str, str] = {}
 
 
-def _plain_attributes(process: str) -> str:
-    """The attributes JSON of a plain record: it depends only on the source
+def _plain_attributes(processes: tuple[str, ...]) -> list[str]:
+    """The attributes JSON of plain records: it depends only on the source
     column, so it is encoded once per distinct value."""
-    text = _PLAIN_ATTRS.get(process)
-    if text is None:
-        text = attributes_json(source_attributes(process))
-        if len(_PLAIN_ATTRS) < 100_000:
-            _PLAIN_ATTRS[process] = text
-    return text
+    cache = _PLAIN_ATTRS
+    if len(cache) > 100_000:  # hostile input: every source column different
+        cache.clear()
+    for process in set(processes).difference(cache):
+        cache[process] = attributes_json(source_attributes(process))
+    return list(map(cache.__getitem__, processes))
 
 
-def _block(source: str, rows: list[tuple]) -> EventColumns:
-    (event_type, event_id, message, local_text, record, user, database, obj, obj_type,
-     attrs) = (list(c) for c in zip(*rows, strict=True))
-    return EventColumns(source=source, event_type=event_type, event_id=event_id, message=message,
-                        local_text=local_text, source_record=record, user=user, database=database,
-                        object_name=obj, object_type=obj_type, attributes=attrs)
+_Row = tuple  # one row in EventColumns column order (see _row)
+
+
+def _row(ev: Event) -> _Row:
+    return (ev.event_type, ev.event_id, ev.message, ev.local_text, ev.source_record, ev.user,
+            ev.database, ev.object_name, ev.object_type, ev.attributes)
+
+
+class _PendingError(NamedTuple):
+    """An ``Error: N, Severity: S, State: X.`` record waiting for its message."""
+
+    line: int
+    ts: str
+    process: str
+    error: tuple[int, int, int]
+    message: str
+    index: int | None  # its row in the current block (None: held back from the previous one)
+
+
+class _Classified:
+    """Rows of records that need more than the plain path.  The message part
+    is cached by text: a brute force writes one failed-login pair thousands
+    of times, a busy server the same DBCC or backup line all day."""
+
+    MAX = 20_000
+
+    def __init__(self, source: str):
+        self.source = source
+        self.parts: dict[tuple, MessagePart] = {}
+        self.process_attrs: dict[str, dict[str, Any]] = {}
+
+    def row(self, line: int, ts: str, process: str, message: str,
+            error: tuple[int, int, int] | None = None, error_line: int | None = None) -> _Row | None:
+        """The record's row, or None when it is a plain one after all (a
+        one-line message that matched no template)."""
+        if line <= 3:  # the banner is told by its position: never cached
+            part = message_part(message, error, True)
+        else:
+            key = (message, error)
+            part = self.parts.get(key)
+            if part is None:
+                if len(self.parts) >= self.MAX:
+                    self.parts.clear()
+                part = self.parts[key] = message_part(message, error)
+        if part.plain and "\n" not in message:
+            return None
+        attrs = self.process_attrs.get(process)
+        if attrs is None:
+            if len(self.process_attrs) >= self.MAX:
+                self.process_attrs.clear()
+            attrs = self.process_attrs[process] = source_attributes(process)
+        attrs = {**attrs, "error_line": error_line, **part.attributes} if error_line is not None \
+            else {**attrs, **part.attributes}
+        return (part.event_type, part.event_id, part.message, ts, line, part.user, part.database,
+                part.object_name, part.object_type, attrs)
+
+    def lone_error(self, pending: _PendingError) -> _Row:
+        """An Error: line with no message after it (log cut, or interleaved)."""
+        ev = build_event(self.source, pending.line, pending.ts, pending.process, pending.message,
+                         pending.error, None)
+        ev.attributes["unpaired"] = True
+        return _row(ev)
+
+
+def _scatter(columns: list[list], rows: dict[int, _Row]) -> None:
+    """Put ``rows`` (index -> row) into ``columns``, one C-level pass per column."""
+    if rows:
+        for column, values in zip(columns, zip(*rows.values(), strict=True), strict=True):
+            deque(map(column.__setitem__, rows, values), maxlen=0)
+
+
+def _columns(source: str, rows: list[_Row]) -> EventColumns:
+    return EventColumns(source, "Event Logged", *(list(c) for c in zip(*rows, strict=True)))
 
 
 class ErrorlogParser:
@@ -173,63 +275,85 @@ class ErrorlogParser:
     def parse(self, src: Source, options: Mapping[str, Any] | None = None) -> Iterator[EventColumns | ParseWarning]:
         """Records as :class:`EventColumns` blocks, one per decoded chunk.
 
-        Plain records (no known template, one line) take a short path with
-        pre-encoded attributes; everything else goes through
-        :func:`build_event`.  ``forensic.model.expand`` turns the blocks into
-        events for consumers that want objects.
+        Column-wise: every record first becomes a plain row (no known
+        template, pre-encoded attributes); only the records that may be more
+        (a first word some template starts with, ``Error:`` lines and the
+        record after them, continuation lines, the first lines) go through
+        :func:`build_event` and replace their row.  ``forensic.model.expand``
+        turns the blocks into events for consumers that want objects.
         """
         source = self.source
-        words = dispatch_words()
-        pending: tuple[int, str, str, tuple[int, int, int], str] | None = None
-        # One tuple per row in column order (transposed per block): a single
-        # append per record instead of one per column.
-        rows: list[tuple] = []
-        add = rows.append
-
-        def as_row(ev: Event) -> tuple:
-            return (ev.event_type, ev.event_id, ev.message, ev.local_text, ev.source_record, ev.user,
-                    ev.database, ev.object_name, ev.object_type, ev.attributes)
-
-        for batch in iter_record_batches(src, RECORD_START, record_re=RECORD):
-            if isinstance(batch, ParseWarning):
-                yield batch
+        # "error:" is the first word of an Error: N, Severity: S, State: X. line.
+        words = dispatch_words() | {"error:"}
+        # A first word longer than every dispatch word is none of them: look
+        # at a short prefix only (no copy of the whole message).
+        prefix = max(map(len, words)) + 1
+        classified = _Classified(source)
+        pending: _PendingError | None = None
+        for block in iter_record_batches(src, RECORD_START, record_re=RECORD, message_group=2):
+            if isinstance(block, ParseWarning):
+                yield block
                 continue
-            for line, (ts, process, message) in batch:
-                message = message.rstrip()
+            if not block:
+                continue
+            ts_col, proc_col, raw_messages = block.columns
+            lines = block.lines
+            messages = [m.rstrip() for m in raw_messages]
+            n = len(messages)
+            special = [i for i, m in enumerate(messages) if "\n" in m or m[:prefix].partition(" ")[0].lower() in words]
+            # The record after an Error: line decides whether it is a pair.
+            extra = [i + 1 for i in special if i + 1 < n and messages[i].startswith("Error:")]
+            extra += [i for i in range(min(n, 3)) if lines[i] <= 3]
+            if pending is not None:
+                extra.append(0)
+            if extra:
+                special = sorted({*special, *extra})
+            columns: list[list] = [["log_message"] * n, [None] * n, messages, list(ts_col), list(lines),
+                                   [None] * n, [None] * n, [None] * n, [None] * n, _plain_attributes(proc_col)]
+            keep: list[bool] | None = None  # rows merged into the row before them are not kept
+            before: list[_Row] = []  # rows of a record held back from the previous block
+            built: dict[int, _Row] = {}  # rows that replace plain ones
+            for i in special:
+                ts, process, message, line = ts_col[i], proc_col[i], messages[i], lines[i]
                 if pending is not None:
-                    p_line, p_ts, p_proc, p_err, p_msg = pending
-                    pending = None
-                    if ts == p_ts and process == p_proc and not ERROR_LINE.match(message):
-                        add(as_row(build_event(source, p_line, ts, process, message, p_err, line)))
+                    p, pending = pending, None
+                    if ts == p.ts and process == p.process and not ERROR_LINE.match(message):
+                        row = classified.row(p.line, ts, process, message, p.error, line)
+                        if p.index is None:  # the Error: line ended the previous block
+                            built[i] = row
+                        else:
+                            built[p.index] = row
+                            keep = keep or [True] * n
+                            keep[i] = False
                         continue
-                    add(as_row(self._lone_error(p_line, p_ts, p_proc, p_err, p_msg)))
+                    if p.index is None:
+                        before.append(classified.lone_error(p))
+                    else:
+                        built[p.index] = classified.lone_error(p)
                 if message.startswith("Error:"):
                     m = ERROR_LINE.match(message)
                     if m:
-                        pending = (line, ts, process, (int(m.group(1)), int(m.group(2)), int(m.group(3))), message)
+                        error = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+                        pending = _PendingError(line, ts, process, error, message, i)
                         continue
-                if "\n" not in message and line > 3 and (message.partition(" ")[0].lower() not in words
-                                                          or classify(message) is None):
-                    # No template can match, or none did: a plain record.
-                    add(("log_message", None, message, ts, line, None, None, None, None,
-                         _plain_attributes(process)))
-                    continue
-                add(as_row(build_event(source, line, ts, process, message)))
-            if len(rows) >= 20_000:
-                yield _block(source, rows)
-                rows = []
-                add = rows.append
+                row = classified.row(line, ts, process, message)
+                if row is not None:
+                    built[i] = row
+            _scatter(columns, built)
+            if pending is not None:
+                # An Error: line ends the block (the record after it is always
+                # looked at): hold it back for the next block.
+                keep = keep or [True] * n
+                keep[pending.index] = False
+                pending = pending._replace(index=None)
+            if before:
+                yield _columns(source, before)
+            if keep is not None:
+                columns = [list(compress(column, keep)) for column in columns]
+            if columns[0]:
+                yield EventColumns(source, "Event Logged", *columns)
         if pending is not None:
-            add(as_row(self._lone_error(*pending)))
-        if rows:
-            yield _block(source, rows)
-
-    def _lone_error(self, line: int, ts: str, process: str, err: tuple[int, int, int], message: str) -> Event:
-        """An Error: line with no message after it (log cut, or interleaved)."""
-        ev = build_event(self.source, line, ts, process, message, err, None)
-        ev.attributes.pop("error_line", None)
-        ev.attributes["unpaired"] = True
-        return ev
+            yield _columns(source, [classified.lone_error(pending)])
 
     # -- cheap first pass ---------------------------------------------------
     def prescan(self, src: Source) -> InputEvidence:

@@ -11,7 +11,7 @@ record too long to be real.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -32,6 +32,20 @@ class TextRecord:
     text: str  # the record, newlines normalised to \n, trailing whitespace removed
 
 
+@dataclass(slots=True)
+class RecordBlock:
+    """The records of one decoded chunk, column-wise: record ``i`` starts on
+    line ``lines[i]`` and ``columns[k][i]`` is its ``k``-th pattern group;
+    ``end_line`` is the number of the line after the chunk."""
+
+    lines: Sequence[int]
+    columns: list[tuple[str, ...]]
+    end_line: int
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
 def iter_records(src: Source, record_start: re.Pattern[str],
                  what: str = "record") -> Iterator[TextRecord | ParseWarning]:
     """Yield the records of ``src`` (and warnings) in file order.
@@ -48,15 +62,21 @@ def iter_records(src: Source, record_start: re.Pattern[str],
 
 
 def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = "record",
-                        record_re: re.Pattern[str] | None = None) -> Iterator[list[tuple] | ParseWarning]:
-    """Like :func:`iter_records`, but one list per decoded chunk: hot loops
+                        record_re: re.Pattern[str] | None = None,
+                        message_group: int = -1) -> Iterator[list[tuple] | RecordBlock | ParseWarning]:
+    """Like :func:`iter_records`, but one batch per decoded chunk: hot loops
     iterate plain tuples instead of one object per record.
 
-    Without ``record_re`` the tuples are ``(line, text)``.  With it (a pattern
-    that matches one whole record from its start, continuation lines
-    included, with groups), they are ``(line, *groups)``, found by a single
-    ``findall`` over the chunk: the record split and the field split in one
-    pass of the regex engine.
+    Without ``record_re`` a batch is a list of ``(line, text)`` tuples.  With
+    it, a batch is a :class:`RecordBlock`, found by a single ``findall`` over
+    the chunk: the record split and the field split in one pass of the regex
+    engine, and the columns by one transposition.  ``record_re`` must match
+    one whole record wherever ``record_start`` matches, its continuation lines
+    included (in group ``message_group``, the only one that may hold a
+    newline): then the records it finds are the chunk, with nothing between
+    them but the newline that ends each (``tests/test_textlog.py`` checks this
+    of the ERRORLOG pattern), and line numbers follow without counting every
+    newline of the chunk.
     """
     report = DecodeReport()
     with src.open() as stream:
@@ -69,6 +89,7 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = 
         nul_chars = 0  # NULs removed: zero-filled regions (unwritten pages, preallocated files)
         nul_line: int | None = None
         dropped_chars = 0  # tails of overlong records
+        overlong_from: int | None = None  # in an overlong record: where the next may start in buf
         for chunk in iter_decoded(stream, encoding, report):
             if "\x00" in chunk:
                 if nul_line is None:
@@ -99,27 +120,39 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = 
                     buf_line += buf.count("\n", 0, first)
                     buf = buf[first:]
                 seen_record = True
+            if overlong_from is not None:
+                # The rest of a record too long to keep runs to the next
+                # record start (search from 1: ^ also matches at the search
+                # position, which is mid-line unless the record ended a chunk).
+                m = record_start.search(buf, overlong_from)
+                cut = len(buf) if m is None else m.start()
+                dropped_chars += cut
+                buf_line += buf.count("\n", 0, cut)
+                overlong_from = (0 if buf.endswith("\n") else 1) if m is None else None
+                buf = buf[cut:]
+                if not buf:
+                    continue
             # Everything before the last record start is complete; the last
             # record may continue in the next chunk.
             last = _last_start(buf, record_start)
             if last > 0:
                 complete = buf[:last]
-                yield _split(complete, buf_line, record_start, record_re)
-                buf_line += complete.count("\n")
+                batch = _split(complete, buf_line, record_start, record_re, message_group)
+                yield batch
+                buf_line = batch.end_line if isinstance(batch, RecordBlock) else buf_line + complete.count("\n")
                 buf = buf[last:]
             if len(buf) > MAX_RECORD_CHARS:
-                if record_start.match(buf):  # a record begins here: keep its head
-                    yield ParseWarning(f"{what} at line {buf_line} is longer than {MAX_RECORD_CHARS} characters; "
-                                       "only its beginning is kept", f"line {buf_line}", 0, True)
-                    yield _split(buf[:MAX_RECORD_CHARS].rstrip(), buf_line, record_start, record_re)
-                    dropped_chars += len(buf) - MAX_RECORD_CHARS
-                else:  # more of the same overlong record
-                    dropped_chars += len(buf)
+                # buf starts with a record (the last one): keep its head.
+                yield ParseWarning(f"{what} at line {buf_line} is longer than {MAX_RECORD_CHARS} characters; "
+                                   "only its beginning is kept", f"line {buf_line}", 0, True)
+                yield _split(buf[:MAX_RECORD_CHARS].rstrip(), buf_line, record_start, record_re, message_group)
+                dropped_chars += len(buf) - MAX_RECORD_CHARS
                 buf_line += buf.count("\n")
+                overlong_from = 0 if buf.endswith("\n") else 1
                 buf = ""
         if buf.strip():
             if seen_record:
-                yield _split(buf, buf_line, record_start, record_re)
+                yield _split(buf, buf_line, record_start, record_re, message_group)
             else:
                 yield _orphans(buf, buf_line, what)
     if dropped_chars:
@@ -150,26 +183,37 @@ def _last_start(buf: str, record_start: re.Pattern[str]) -> int:
         pos = nl
 
 
-def _split(text: str, line: int, record_start: re.Pattern[str], record_re: re.Pattern[str] | None) -> list[tuple]:
+def _split(text: str, line: int, record_start: re.Pattern[str], record_re: re.Pattern[str] | None,
+           message_group: int = -1) -> list[tuple] | RecordBlock:
     """The records of ``text`` (which starts with one) with their line numbers."""
-    out: list[tuple] = []
     if record_re is not None:
-        groups = record_re.findall(text)
-        # A record spans its first line plus one per newline in it (only the
-        # last group, the message, can hold newlines).
-        spans = [g[-1].count("\n") + 1 for g in groups]
-        if sum(spans) == text.count("\n") + 1:
-            return list(zip(accumulate([line, *spans[:-1]]), groups, strict=True))
-        # record_re skipped something record_start sees: split the slow way.
+        return _split_columns(text, line, record_start, record_re, message_group)
     starts = [m.start() for m in record_start.finditer(text)] + [len(text)]
+    out: list[tuple] = []
     for begin, end in zip(starts, starts[1:], strict=False):
-        if record_re is None:
-            out.append((line, text[begin:end].rstrip()))
-        else:
-            m = record_re.match(text, begin, end)
-            out.append((line, m.groups() if m else (text[begin:begin + 22], "", text[begin + 23:end])))
+        out.append((line, text[begin:end].rstrip()))
         line += text.count("\n", begin, end)
     return out
+
+
+def _split_columns(text: str, line: int, record_start: re.Pattern[str], record_re: re.Pattern[str],
+                   message_group: int) -> RecordBlock:
+    groups = record_re.findall(text)
+    if not groups:  # cannot be (text starts with a record): nothing to split
+        return RecordBlock([], [() for _ in range(record_re.groups)], line + text.count("\n"))
+    columns = list(zip(*groups, strict=True))
+    messages = columns[message_group]
+    n = len(messages)
+    # A record spans its first line plus one per newline in its message.
+    multi = [i for i, m in enumerate(messages) if "\n" in m]
+    if not multi or multi == [n - 1]:
+        lines: Sequence[int] = range(line, line + n)
+    else:
+        steps = [1] * n
+        for i in multi:
+            steps[i] += messages[i].count("\n")
+        lines = list(accumulate([line, *steps[:-1]]))
+    return RecordBlock(lines, columns, lines[-1] + messages[-1].count("\n"))
 
 
 def _orphans(text: str, line: int, what: str) -> ParseWarning:

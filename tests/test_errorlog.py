@@ -173,7 +173,14 @@ def test_chunk_boundaries_do_not_change_records(monkeypatch):
                         lambda s, e, r, chunk_bytes=37: textio.iter_decoded(s, e, r, chunk_bytes=37))
     small, warnings = parse_bytes(b"\xff\xfe" + text)
     assert warnings == []
-    assert [(e.source_record, e.message) for e in small] == [(e.source_record, e.message) for e in whole]
+    # Every field: an Error: line that ends a chunk is held back and paired
+    # with the record at the start of the next one.
+    def rows(events):
+        return [(e.source_record, e.local_text, e.event_type, e.event_id, e.message, e.object_name, e.user,
+                 e.attributes) for e in events]
+    assert rows(small) == rows(whole)
+    assert sum(1 for e in whole if "error_line" in e.attributes) == 2 * 50
+    assert sum(1 for e in whole if e.attributes.get("unpaired")) == 50
 
 
 def test_unreadable_time_keeps_the_record_and_warns(tmp_path, cli):
