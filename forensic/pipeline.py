@@ -11,10 +11,12 @@ a small :class:`InputReport`.
 
 from __future__ import annotations
 
+import gc
 import json
 import traceback
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -162,8 +164,30 @@ def finish_event(ev: Event, task: ParseTask, rules: RuleSet) -> None:
     rules.apply(ev)
 
 
+# Parsers allocate millions of short-lived tuples and lists that form no
+# cycles; at CPython's default young-generation threshold (700 allocations)
+# the collector walks them thousands of times per input (about 6% of an
+# ERRORLOG's parse).  Cycles are still collected, only less often.
+_GC_YOUNG_THRESHOLD = 100_000
+
+
+@contextmanager
+def _fewer_collections():
+    previous = gc.get_threshold()
+    gc.set_threshold(max(previous[0], _GC_YOUNG_THRESHOLD), *previous[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+
+
 def iter_input_batches(task: ParseTask, report: InputReport) -> Iterator[pa.RecordBatch]:
     """Parse one input into complete timeline record batches (file order)."""
+    with _fewer_collections():
+        yield from _input_batches(task, report)
+
+
+def _input_batches(task: ParseTask, report: InputReport) -> Iterator[pa.RecordBatch]:
     parser = parsers.parser_by_name(task.parser_name)
     src = Source(task.display_path, task.size, partial(open_evidence, task.path))
     rules = _ruleset(task.rule_paths)

@@ -254,10 +254,10 @@ class RuleSet:
         by_id, by_type, anything = self._index(cols.source)
         if not (by_id or by_type or anything):
             return out
-        groups: defaultdict[tuple[int | None, str], list[int]] = defaultdict(list)
-        for i, pair in enumerate(zip(cols.event_id, cols.event_type, strict=True)):
-            groups[pair].append(i)
-        for (eid, etype), rows in groups.items():
+        # The rules that can apply to each (id, type) pair of the block; rows
+        # are gathered only for the pairs that have some (most rows have none).
+        live: dict[tuple[int | None, str], tuple[dict[str, object], list[Rule]]] = {}
+        for eid, etype in set(zip(cols.event_id, cols.event_type, strict=True)):
             shared = {"event_id": eid, "event_type": etype, "source": cols.source,
                       "timestamp_desc": cols.timestamp_desc}
             rules = [r for r in (*(by_id.get(eid, ()) if eid is not None else ()), *by_type.get(etype, ()),
@@ -267,6 +267,16 @@ class RuleSet:
                      and not any(name in shared and _value_text(shared[name]) is not None
                                  and pattern.search(_value_text(shared[name]))  # type: ignore[arg-type]
                                  for name, pattern in r.unless)]
+            if rules:
+                live[(eid, etype)] = (shared, rules)
+        if not live:
+            return out
+        groups: defaultdict[tuple[int | None, str], list[int]] = defaultdict(list)
+        for i, pair in enumerate(zip(cols.event_id, cols.event_type, strict=True)):
+            if pair in live:
+                groups[pair].append(i)
+        for pair, rows in groups.items():
+            shared, rules = live[pair]
             present: dict[str, dict[object, list[int]]] = {}  # field -> its text (or _MAYBE) -> rows
             for rule in rules:
                 alive: set[int] | None = None
