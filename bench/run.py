@@ -217,8 +217,8 @@ def main() -> None:
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    size = {"errorlog_mb": 40, "trace_mb": 40, "evtx_chunks": 800, "files": 4} if args.quick else \
-           {"errorlog_mb": 300, "trace_mb": 200, "evtx_chunks": 4800, "files": 8}
+    size = {"errorlog_mb": 40, "trace_mb": 40, "evtx_chunks": 800, "files": 4, "file_mb": 40} if args.quick else \
+           {"errorlog_mb": 300, "trace_mb": 200, "evtx_chunks": 4800, "files": 8, "file_mb": 100}
 
     errorlog = cache / f"errorlog_{size['errorlog_mb']}" / "ERRORLOG"
     trace = cache / f"trace_{size['trace_mb']}.trc"
@@ -228,11 +228,11 @@ def main() -> None:
     build_trace(trace, size["trace_mb"])
     build_evtx(evtx_file, size["evtx_chunks"])
     # A multi-file set: an ERRORLOG rotation set beside traces (per-file work).
-    multi = cache / f"multi_{size['files']}_{size['errorlog_mb']}"
+    multi = cache / f"multi_{size['files']}_{size['file_mb']}"
     for i in range(size["files"]):
         # Big enough that the per-input work, not process start-up and the
         # final merge, dominates the run.
-        build_errorlog(multi / "Log" / f"ERRORLOG.{i}", size["errorlog_mb"], seed=100 + i)
+        build_errorlog(multi / "Log" / f"ERRORLOG.{i}", size["file_mb"], seed=100 + i)
     print(f"evidence ready in {time.perf_counter() - t0:.1f} s under {cache}", file=sys.stderr)
 
     results: dict[str, float] = {}
@@ -261,24 +261,34 @@ def main() -> None:
              ("EVTX our timeline (rust engine)", f"{n_rows:,} rows", f"{n_raw / t_ev:,.0f} rec/s"),
              ("EVTX python-evtx xml()", f"{n_py:,} records", f"{n_py / t_py:,.0f} rec/s")]
 
+    def megabytes(paths: list[Path]) -> float:
+        return sum(p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+                   for p in paths) / 2**20
+
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        big = [errorlog.parent, trace, evtx_file]
-        wall_big, rss_big = timeline_run(big, Path(tmp) / "big.parquet", 2)
-        half = [multi / "Log"]
-        wall_half, rss_half = timeline_run(half, Path(tmp) / "half.parquet", 2)
+        # Memory must stay flat as the evidence grows: the same run over a
+        # set and over the largest set (that set plus the multi-file set).
+        smaller = [errorlog.parent, trace, evtx_file]
+        largest = [*smaller, multi / "Log"]
+        wall_small, rss_small = timeline_run(smaller, Path(tmp) / "small.parquet", 2)
+        wall_big, rss_big = timeline_run(largest, Path(tmp) / "big.parquet", 2)
         results["peak_rss_mb"] = rss_big
-        rows += [("timeline over the largest set, peak RSS", f"{sum(p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.iterdir()) for p in big) / 2**20:.0f} MB", f"{rss_big:.0f} MB ({wall_big:.1f} s)"),
-                 ("timeline over a smaller set, peak RSS", f"{sum(f.stat().st_size for f in (multi / 'Log').iterdir()) / 2**20:.0f} MB", f"{rss_half:.0f} MB ({wall_half:.1f} s)")]
+        rows += [("timeline over the largest set, peak RSS", f"{megabytes(largest):.0f} MB",
+                  f"{rss_big:.0f} MB ({wall_big:.1f} s)"),
+                 ("timeline over a smaller set, peak RSS", f"{megabytes(smaller):.0f} MB",
+                  f"{rss_small:.0f} MB ({wall_small:.1f} s)")]
         w1, _ = timeline_run([multi / "Log"], Path(tmp) / "w1.parquet", 1)
         w2, _ = timeline_run([multi / "Log"], Path(tmp) / "w2.parquet", 2)
         results["parallel_speedup_2"] = w1 / w2
-        rows += [("multi-file set, --workers 1", f"{size['files']} files", f"{w1:.1f} s"),
+        rows += [("multi-file set, --workers 1", f"{size['files']} files, {megabytes([multi / 'Log']):.0f} MB",
+                  f"{w1:.1f} s"),
                  ("multi-file set, --workers 2", f"{size['files']} files", f"{w2:.1f} s")]
-    results["peak_rss_mb_smaller_set"] = rss_half
+    results["peak_rss_mb_smaller_set"] = rss_small
 
     width = max(len(r[0]) for r in rows)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"{datetime.now():%Y-%m-%d}, {'quick' if args.quick else 'full'} run")
+          f"{datetime.now():%Y-%m-%d}, {'quick' if args.quick else 'full'} run; sizes: "
+          + ", ".join(f"{k} {v}" for k, v in size.items()))
     for label, amount, speed in rows:
         print(f"  {label:<{width}}  {amount:>18}  {speed}")
     print()
