@@ -860,6 +860,7 @@ SECOND_CACHE_ENTRIES = 20_000
 # this often; rarer ones keep the dict path.
 ROW_CODE_AFTER = 8
 BLOCK_ROWS = 10_000
+ROW_WIDTH = 10  # values per row in _Decoder.rows: the columns of EventColumns
 
 
 @lru_cache(maxsize=1024)
@@ -1016,7 +1017,8 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, decode
     if _START_KEY not in columns or (names and key_name not in columns):
         return None
     # Message events are classified with the message catalogue; their rows keep
-    # a dict (the engine tests rules on it exactly and encodes it).
+    # a dict: the engine's rules read their TextData, which from a dict costs a
+    # lookup and from JSON text a decode of the whole row (more than encoding it).
     classified = ("text_data" in columns or "text_data" in names) and (
         event_class in MESSAGE_EVENTS or event_class == LOGIN_FAILED)
     lines = []
@@ -1029,10 +1031,11 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, decode
         elif kind == "t":
             if classified and name == "text_data":
                 # A message event's text carries its own time: not worth caching.
-                lines.append(f"a{k} = TJ(v[{pos}])")
+                lines.append(f"a{k} = TEXT(v[{pos}])")
+                value[name] = f"a{k}"
             else:
                 lines.append(f"a{k} = TG(v[{pos}]) or T(v[{pos}])")
-            value[name], json[name] = f"a{k}[0]", f"a{k}[1]"
+                value[name], json[name] = f"a{k}[0]", f"a{k}[1]"
         elif kind == "f":
             lines.append(f"a{k} = F{k}(v[{pos}])")
             value[name], json[name] = f"a{k}", f"J(a{k})"
@@ -1043,8 +1046,9 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, decode
                 return None  # the cache key must be the value itself
             key = pos
     if names:
-        lines += ["try:", "    rv = G(known)", "except KeyError:", "    return False",
-                  "rj = RJ(rv) or R(rv)"]
+        lines += ["try:", "    rv = G(known)", "except KeyError:", "    return False"]
+        if not classified:  # a classified row's dict takes the values, not their JSON
+            lines.append("rj = RJ(rv) or R(rv)")
         for m, name in enumerate(names):
             value[name], json[name] = f"rv[{m}]", f"rj[{m}]"
     # The cache holds every column of the record, StartTime included.
@@ -1073,7 +1077,7 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, decode
         "kind, message, e_sub, object_type, e_type = INFO(sub, raw_type)",
     ]
     if classified:
-        return _compile_classified(shape, event_class, names, key, columns, lines, value, json, qualified, decoder)
+        return _compile_classified(shape, event_class, names, key, columns, lines, value, decoder)
     lines += [
         "if object_name and database:",
         f"    e_q = ',\"qualified_name\":' + {qualified}",
@@ -1131,24 +1135,37 @@ def _row_source(event_class: int, start: int, key: int, resolved: bool, lines: l
 
 
 def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...], key: int,
-                        columns: dict[str, int], lines: list[str], value: dict[str, str], json: dict[str, str],
-                        qualified: str, decoder: _Decoder) -> _RowCode:
-    """Row code for message events: classified with the message catalogue (what
-    :meth:`_Decoder._row` does); the attributes JSON comes from a template per
-    set of keys the message adds."""
-    parts = _json_parts(event_class, names, json)
-    # The row's variables the template reads (expressions of column values only).
-    used = sorted({name for expr in json.values() for name in re.findall(r"\b([a-z]\w*)", expr)}
-                  | {"e_sub", "e_type", "e_q", "offset"})
+                        columns: dict[str, int], lines: list[str], value: dict[str, str], decoder: _Decoder
+                        ) -> _RowCode:
+    """Row code for message events: classified with the message catalogue, the
+    attributes dict built as :meth:`_Decoder._row` builds it (same keys, same
+    order of precedence: the columns, then what the row adds, then what the
+    message adds)."""
+    own = [f"{name!r}: {value[name]}" for name in (*shape.keys, *names) if name != _START_KEY]
+    own.append(f"'event_class_name': {N.event_name(event_class)!r}")
     lines += [
         "if object_name and database:",
-        f"    e_q = ',\"qualified_name\":' + {qualified}",
+        "    qualified = f'{database}.{object_name}'",
         "else:",
-        "    e_q = ''",
+        "    qualified = None",
         f"error = {value.get('error', 'None')}",
-        "extra, match, detail, mkeys, mjson = MSG(text, error if type(error) is int else None)",
+        "extra, match, detail, _mkeys, _mjson = MSG(text, error if type(error) is int else None)",
+        f"attributes = {{{', '.join(own)}}}",
+        "if e_sub:",
+        "    attributes['event_subclass_name'] = e_sub",
+        "if e_type:",
+        "    attributes['object_type_name'] = e_type",
+        "if qualified is not None:",
+        "    attributes['qualified_name'] = qualified",
+        *([f"attributes['repeated_columns'] = {list(names)!r}"] if names else []),
+        "attributes['offset'] = offset",
+        "if extra:",
+        "    attributes.update(extra)",
         "if match is not None:",
         *(["    kind = match.event_type"] if event_class != LOGIN_FAILED else []),
+        "    if match.event_id is not None:",
+        "        attributes['message_id'] = match.event_id",
+        "    attributes.update(match.attributes)",
         "    object_name = match.object_name or object_name",
         "    object_type = match.object_type or object_type",
         "    user = match.user or user",
@@ -1156,28 +1173,12 @@ def _compile_classified(shape: _Shape, event_class: int, names: tuple[str, ...],
         "message += SUF(role, user, client, app)",
         "if detail is not None:",
         "    message += ': ' + detail",
-        f"attributes = (TPL(mkeys) or MAKE(mkeys))({', '.join(used)}, mjson)",
     ]
     source = _row_source(event_class, shape.positions[columns[_START_KEY]], key, bool(names), lines)
-    templates: dict[tuple[str, ...], Any] = {}
-
-    def make(mkeys: tuple[str, ...]) -> Any:
-        """The attributes template for the keys a message adds (they win over the row's own)."""
-        own = {name: part for name, part in parts.items() if name not in mkeys}
-        own.update({name: f"{{M[{i}]}}" for i, name in enumerate(mkeys)})
-        optional = {name: part for name, part in _OPTIONAL.items() if name not in mkeys}
-        body = f"lambda {', '.join(used)}, M: " + _json_template(own, optional)
-        if len(templates) >= 256:
-            templates.clear()
-        template = templates[mkeys] = eval(_code_eval(body), {"J": _json})  # noqa: S307 - constants, positions
-        return template
-
-    texts, jsons = decoder.texts, decoder.jsons
     scope: dict[str, Any] = {
         **decoder.row_scope,
-        "TG": texts.get, "T": _Texts(texts), "TJ": _text_json, "RJ": jsons.get, "R": _JsonTuple(jsons),
-        "G": _getter(names) if names else None, "INFO": _info_json(event_class), "MSG": _message_event,
-        "TPL": templates.get, "MAKE": make, "J": _json, "SUF": _suffix,
+        "TG": decoder.texts.get, "T": _Texts(decoder.texts), "TEXT": _text,
+        "G": _getter(names) if names else None, "INFO": _info(event_class), "MSG": _message_event, "SUF": _suffix,
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
     exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
@@ -1219,16 +1220,6 @@ def _json_template(parts: dict[str, str], optional: dict[str, str]) -> str:
     if template.startswith(","):  # the first key is always there: no comma to cut
         return "f" + repr("{{" + template[1:] + "}}")
     return f"'{{' + f{template!r}[1:] + '}}'"
-
-
-@lru_cache(maxsize=1024)
-def _code_eval(source: str) -> Any:
-    return compile(source, "<trace attributes>", "eval")
-
-
-def _text_json(raw: bytes) -> tuple[str, str]:
-    text = _utf16_decode(raw, "replace")[0]
-    return text, _json(text)
 
 
 @lru_cache(maxsize=256)
@@ -1336,24 +1327,27 @@ class _Decoder:
         self.row_code_seen: dict[tuple, int] = {}
         self.unresolved = 0
         self.first_unresolved: int | None = None
-        # The next block's rows, each a tuple in EventColumns column order: one
-        # append per row (not one per column); take_block() transposes them.
-        self.rows: list[tuple] = []
+        # The next block's rows, flat: each row adds its ROW_WIDTH values in
+        # EventColumns column order with one extend() (not one append per
+        # column), and no row tuple outlives the call, so the garbage collector
+        # has no per-row object to track; take_block() slices out the columns.
+        self.rows: list[Any] = []
         self.row_scope = {
             "SEC": self.seconds.get, "SECOND": self._second, "CACHE": self.cache.get, "NEW": self._new_known,
-            "U16": _U16, "MS": _MILLISECONDS, "ROW": self.rows.append,
+            "U16": _U16, "MS": _MILLISECONDS, "ROW": self.rows.extend,
         }
 
     # blocks -------------------------------------------------------------------
 
     def pending(self) -> int:
-        return len(self.rows)
+        return len(self.rows) // ROW_WIDTH
 
     def take_block(self) -> EventColumns | None:
-        if not self.rows:
+        rows = self.rows
+        if not rows:
             return None
-        block = EventColumns(SOURCE, TIMESTAMP_DESC, *map(list, zip(*self.rows, strict=True)))
-        self.rows.clear()
+        block = EventColumns(SOURCE, TIMESTAMP_DESC, *(rows[i::ROW_WIDTH] for i in range(ROW_WIDTH)))
+        rows.clear()
         return block
 
     def _second(self, start: bytes) -> str | None:
@@ -1419,7 +1413,7 @@ class _Decoder:
         walk = self._walk
         key_name = self.key_name
         finish = self._row
-        add_row = self.rows.append
+        add_row = self.rows.extend
         rows = BLOCK_ROWS - self.pending()
         while rows > 0:
             rel = pos - base
@@ -1690,7 +1684,7 @@ class _Decoder:
         kind, message, user, database, object_name, object_type = self._row(rec.event_class, rec.offset, attrs,
                                                                              resolved)
         if time_ok:
-            self.rows.append((kind, rec.event_class, message, local_text, rec.index, user, database, object_name,
+            self.rows.extend((kind, rec.event_class, message, local_text, rec.index, user, database, object_name,
                               object_type, attrs))
             return out
         # No readable time: a single event (the engine says how its time is missing).
