@@ -42,9 +42,10 @@ from parsers.textlog import iter_record_batches
 SOURCE = "errorlog"
 _TS = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2}"
 RECORD_START = re.compile(rf"^{_TS} ", re.MULTILINE)
-# One whole record: timestamp, source column, message with its continuation
-# lines (every following line that does not start with a timestamp).
-RECORD = re.compile(rf"^({_TS}) +(\S*) *([^\n]*(?:\n(?!{_TS} )[^\n]*)*)", re.MULTILINE)
+# The head of a record after the newline before it: timestamp and source
+# column.  The message is the text up to the next head, continuation lines
+# (every following line that does not start with a timestamp) included.
+RECORD_HEAD = re.compile(rf"\n({_TS}) +(\S*) *")
 _SNIFF_LINE = re.compile(rf"^{_TS} +\S+ +\S", re.MULTILINE)
 # ASCII digits of a bounded length: message numbers are int32, and int() refuses
 # other scripts' digits and more than 4300 of them (damaged or forged lines).
@@ -290,7 +291,7 @@ class ErrorlogParser:
         prefix = max(map(len, words)) + 1
         classified = _Classified(source)
         pending: _PendingError | None = None
-        for block in iter_record_batches(src, RECORD_START, record_re=RECORD, message_group=2):
+        for block in iter_record_batches(src, RECORD_START, head_re=RECORD_HEAD):
             if isinstance(block, ParseWarning):
                 yield block
                 continue

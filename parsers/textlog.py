@@ -62,21 +62,19 @@ def iter_records(src: Source, record_start: re.Pattern[str],
 
 
 def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = "record",
-                        record_re: re.Pattern[str] | None = None,
-                        message_group: int = -1) -> Iterator[list[tuple] | RecordBlock | ParseWarning]:
+                        head_re: re.Pattern[str] | None = None) -> Iterator[list[tuple] | RecordBlock | ParseWarning]:
     """Like :func:`iter_records`, but one batch per decoded chunk: hot loops
     iterate plain tuples instead of one object per record.
 
-    Without ``record_re`` a batch is a list of ``(line, text)`` tuples.  With
-    it, a batch is a :class:`RecordBlock`, found by a single ``findall`` over
-    the chunk: the record split and the field split in one pass of the regex
-    engine, and the columns by one transposition.  ``record_re`` must match
-    one whole record wherever ``record_start`` matches, its continuation lines
-    included (in group ``message_group``, the only one that may hold a
-    newline): then the records it finds are the chunk, with nothing between
-    them but the newline that ends each (``tests/test_textlog.py`` checks this
-    of the ERRORLOG pattern), and line numbers follow without counting every
-    newline of the chunk.
+    Without ``head_re`` a batch is a list of ``(line, text)`` tuples.  With
+    it, a batch is a :class:`RecordBlock` cut by a single ``re.split`` over
+    the chunk: ``head_re`` matches a newline and the head of the record after
+    it, with groups (the time, the source column...), exactly where
+    ``record_start`` matches after a newline; each record's message is the
+    text up to the next head, continuation lines included, and is its last
+    column.  One C-level pass cuts records and fields, and line numbers follow
+    from the newlines inside messages (``tests/test_textlog.py`` checks the
+    ERRORLOG patterns against a slow split).
     """
     report = DecodeReport()
     with src.open() as stream:
@@ -137,7 +135,7 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = 
             last = _last_start(buf, record_start)
             if last > 0:
                 complete = buf[:last]
-                batch = _split(complete, buf_line, record_start, record_re, message_group)
+                batch = _split(complete, buf_line, record_start, head_re)
                 yield batch
                 buf_line = batch.end_line if isinstance(batch, RecordBlock) else buf_line + complete.count("\n")
                 buf = buf[last:]
@@ -145,14 +143,14 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = 
                 # buf starts with a record (the last one): keep its head.
                 yield ParseWarning(f"{what} at line {buf_line} is longer than {MAX_RECORD_CHARS} characters; "
                                    "only its beginning is kept", f"line {buf_line}", 0, True)
-                yield _split(buf[:MAX_RECORD_CHARS].rstrip(), buf_line, record_start, record_re, message_group)
+                yield _split(buf[:MAX_RECORD_CHARS].rstrip(), buf_line, record_start, head_re)
                 dropped_chars += len(buf) - MAX_RECORD_CHARS
                 buf_line += buf.count("\n")
                 overlong_from = 0 if buf.endswith("\n") else 1
                 buf = ""
         if buf.strip():
             if seen_record:
-                yield _split(buf, buf_line, record_start, record_re, message_group)
+                yield _split(buf, buf_line, record_start, head_re)
             else:
                 yield _orphans(buf, buf_line, what)
     if dropped_chars:
@@ -183,11 +181,11 @@ def _last_start(buf: str, record_start: re.Pattern[str]) -> int:
         pos = nl
 
 
-def _split(text: str, line: int, record_start: re.Pattern[str], record_re: re.Pattern[str] | None,
-           message_group: int = -1) -> list[tuple] | RecordBlock:
+def _split(text: str, line: int, record_start: re.Pattern[str],
+           head_re: re.Pattern[str] | None) -> list[tuple] | RecordBlock:
     """The records of ``text`` (which starts with one) with their line numbers."""
-    if record_re is not None:
-        return _split_columns(text, line, record_start, record_re, message_group)
+    if head_re is not None:
+        return _split_columns(text, line, head_re)
     starts = [m.start() for m in record_start.finditer(text)] + [len(text)]
     out: list[tuple] = []
     for begin, end in zip(starts, starts[1:], strict=False):
@@ -196,14 +194,19 @@ def _split(text: str, line: int, record_start: re.Pattern[str], record_re: re.Pa
     return out
 
 
-def _split_columns(text: str, line: int, record_start: re.Pattern[str], record_re: re.Pattern[str],
-                   message_group: int) -> RecordBlock:
-    groups = record_re.findall(text)
-    if not groups:  # cannot be (text starts with a record): nothing to split
-        return RecordBlock([], [() for _ in range(record_re.groups)], line + text.count("\n"))
-    columns = list(zip(*groups, strict=True))
-    messages = columns[message_group]
+def _split_columns(text: str, line: int, head_re: re.Pattern[str]) -> RecordBlock:
+    # "\n" first: the first record's head is found like every other one.
+    parts = head_re.split("\n" + text)
+    width = head_re.groups + 1
+    columns = [tuple(parts[k::width]) for k in range(1, width + 1)]
+    if parts[0]:
+        # Text before the first head (cannot be: text starts with a record):
+        # kept as a record with empty head fields, never dropped.
+        columns = [("", *column) for column in columns[:-1]] + [(parts[0], *columns[-1])]
+    messages = columns[-1]
     n = len(messages)
+    if not n:
+        return RecordBlock([], columns, line + text.count("\n"))
     # A record spans its first line plus one per newline in its message.
     multi = [i for i, m in enumerate(messages) if "\n" in m]
     if not multi or multi == [n - 1]:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from forensic.model import ParseWarning
 from parsers.base import Source
-from parsers.errorlog import RECORD, RECORD_START
+from parsers.errorlog import RECORD_HEAD, RECORD_START
 from parsers.textlog import MAX_RECORD_CHARS, RecordBlock, _split_columns, iter_record_batches
 
 TS = "2025-06-01 09:22:44.70"
@@ -33,11 +33,11 @@ def _lines_the_slow_way(text: str) -> list[int]:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(LINE, min_size=1, max_size=25), st.booleans())
 def test_record_pattern_finds_every_record_start_and_its_line(lines, trailing_newline):
-    """The contract iter_record_batches relies on: where RECORD_START matches,
-    RECORD matches one whole record, so the records cover the text and their
-    line numbers follow from the newlines inside them."""
+    """The contract iter_record_batches relies on: RECORD_HEAD matches after a
+    newline exactly where RECORD_START matches, so the records cover the text
+    and their line numbers follow from the newlines inside them."""
     text = f"{TS} Server      first\n" + "\n".join(lines) + ("\n" if trailing_newline else "")
-    block = _split_columns(text, 1, RECORD_START, RECORD, 2)
+    block = _split_columns(text, 1, RECORD_HEAD)
     assert list(block.lines) == _lines_the_slow_way(text)
     assert block.end_line == 1 + text.count("\n")
     # Nothing but the newline ending each record lies between them.
@@ -55,7 +55,7 @@ def test_overlong_record_tail_is_counted_and_later_lines_stay_right(monkeypatch)
     text = "\n".join([f"{TS} Server      one", long_line, "\tcontinued", f"{TS} spid52      after",
                       f"{TS} spid53      last"]) + "\n"
     items = list(iter_record_batches(Source.from_bytes(text.encode(), "ERRORLOG"), RECORD_START,
-                                     record_re=RECORD, message_group=2))
+                                     head_re=RECORD_HEAD))
     records = [(line, msg.rstrip()[:20]) for b in items if isinstance(b, RecordBlock)
                for line, msg in zip(b.lines, b.columns[2], strict=True)]
     assert records == [(1, "one"), (2, "x" * 20), (4, "after"), (5, "last")]
