@@ -127,15 +127,17 @@ class _RunCursor:
             return out
         ts = _ts_ints(self.buffer)
         b_ts, b_file, b_rec = bound
-        # Rows sorted by (ts, file, rec): count those <= bound.
-        before = pc.less(ts, b_ts)
-        equal = pc.equal(ts, b_ts)
-        files = self.buffer.column("source_file")
-        recs = pc.fill_null(self.buffer.column("source_record"), _TS_MAX)
-        tie = pc.or_(pc.less(files, b_file),
-                     pc.and_(pc.equal(files, b_file), pc.less_equal(recs, b_rec)))
-        keep = pc.or_(before, pc.and_(equal, tie))
-        n = pc.sum(pc.cast(keep, pa.int64())).as_py() or 0
+        # Rows are sorted by (ts, file, rec): those before the bound's time
+        # are counted with an integer compare; only rows at the bound's very
+        # time need the file and record compared.
+        n = pc.sum(pc.less(ts, b_ts)).as_py() or 0
+        ties = pc.sum(pc.equal(ts, b_ts)).as_py() or 0
+        if ties:
+            tied = self.buffer.slice(n, ties)
+            files = tied.column("source_file")
+            recs = pc.fill_null(tied.column("source_record"), _TS_MAX)
+            keep = pc.or_(pc.less(files, b_file), pc.and_(pc.equal(files, b_file), pc.less_equal(recs, b_rec)))
+            n += pc.sum(pc.cast(keep, pa.int64())).as_py() or 0
         out = self.buffer.slice(0, n)
         self.buffer = self.buffer.slice(n)
         return out

@@ -23,6 +23,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -161,6 +162,11 @@ class TimelineWriter:
                 b"mssql_forensic_version": __version__.encode(),
             })
             self._pq = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+            # Row groups are encoded and compressed on a thread of their own
+            # (Arrow releases the GIL there) while the caller merges the next
+            # rows; one group at a time, so memory stays bounded.
+            self._encoder = ThreadPoolExecutor(1, thread_name_prefix="parquet-writer")
+            self._encoding: Future | None = None
             self._pending: list[pa.RecordBatch] = []
             self._pending_rows = 0
             self._pending_bytes = 0
@@ -199,9 +205,16 @@ class TimelineWriter:
 
     def _flush_parquet(self) -> None:
         if self._pending:
-            self._pq.write_table(pa.Table.from_batches(self._pending, schema=TIMELINE_SCHEMA),
-                                 row_group_size=ROW_GROUP_ROWS)
+            table = pa.Table.from_batches(self._pending, schema=TIMELINE_SCHEMA)
             self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+            self._wait_encoded()
+            self._encoding = self._encoder.submit(self._pq.write_table, table, row_group_size=ROW_GROUP_ROWS)
+
+    def _wait_encoded(self) -> None:
+        """Wait for the row group being written; its error is raised here."""
+        if self._encoding is not None:
+            done, self._encoding = self._encoding, None
+            done.result()
 
     def write_all(self, batches: Iterable[pa.RecordBatch]) -> None:
         for batch in batches:
@@ -213,6 +226,8 @@ class TimelineWriter:
             return
         if self.fmt == "parquet":
             self._flush_parquet()
+            self._wait_encoded()
+            self._encoder.shutdown()
             self._pq.close()
         else:
             self._fh.close()
@@ -224,6 +239,11 @@ class TimelineWriter:
             return
         try:
             if self.fmt == "parquet":
+                try:
+                    self._wait_encoded()
+                except Exception:  # noqa: BLE001, S110 - aborting anyway; the caller has the first error
+                    pass
+                self._encoder.shutdown()
                 self._pq.close()
             else:
                 self._fh.close()
