@@ -334,9 +334,23 @@ def finish_columns(cols: EventColumns, task: ParseTask, report: InputReport) -> 
     return batch
 
 
+_WELL_FORMED_LOCAL = r"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?$"
+
+
 def local_times(text: pa.Array) -> pa.Array:
     """``YYYY-MM-DD hh:mm:ss[.f...]`` strings -> naive timestamp[us] (null when
     unreadable), vectorised."""
+    if pc.all(pc.match_substring_regex(text, _WELL_FORMED_LOCAL)).as_py() is not False:
+        # Every row well formed (the common case): one cast, a third of the
+        # time of the careful path below.
+        try:
+            return pc.cast(text, pa.timestamp("us"))
+        except pa.ArrowInvalid:  # a well-formed but impossible date or time
+            pass
+    return _careful_local_times(text)
+
+
+def _careful_local_times(text: pa.Array) -> pa.Array:
     whole = pc.strptime(pc.utf8_slice_codeunits(text, 0, 19), format="%Y-%m-%d %H:%M:%S", unit="us",
                         error_is_null=True)
     frac = pc.utf8_slice_codeunits(text, 20, 26)
