@@ -213,6 +213,7 @@ def timeline_run(paths: list[Path], out: Path, workers: int) -> tuple[float, flo
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, under 5 minutes on 2 cores")
+    ap.add_argument("--build-only", action="store_true", help="generate the evidence, measure nothing")
     ap.add_argument("--cache", default=os.environ.get("MSSQL_FORENSIC_BENCH", "/tmp/mssql-forensic-bench"))
     args = ap.parse_args()
     cache = Path(args.cache)
@@ -234,6 +235,8 @@ def main() -> None:
         # final merge, dominates the run.
         build_errorlog(multi / "Log" / f"ERRORLOG.{i}", size["file_mb"], seed=100 + i)
     print(f"evidence ready in {time.perf_counter() - t0:.1f} s under {cache}", file=sys.stderr)
+    if args.build_only:
+        return
 
     results: dict[str, float] = {}
     rows: list[tuple[str, str, str]] = []
