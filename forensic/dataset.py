@@ -51,7 +51,7 @@ import pyarrow.parquet as pq
 
 from forensic import __version__
 from forensic.correlate import Correlator, ObjectFacts
-from forensic.schema import TIMELINE_SCHEMA
+from forensic.schema import PARQUET_OPTIONS, TIMELINE_SCHEMA
 
 MARKER = "_mssql_forensic_dataset.json"
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
@@ -135,7 +135,7 @@ def run_part_task(task: PartTask) -> PartResult:
         if key not in writers:
             rel = os.path.join(key[0], key[1], f"part-{stem}-{attempt}.parquet")
             os.makedirs(os.path.join(task.root, key[0], key[1]), exist_ok=True)
-            writers[key] = pq.ParquetWriter(os.path.join(task.root, rel), schema, compression="zstd")
+            writers[key] = pq.ParquetWriter(os.path.join(task.root, rel), schema, **PARQUET_OPTIONS)
             out.files.append(rel)
         writers[key].write_table(pa.Table.from_batches(batches, schema=TIMELINE_SCHEMA),
                                  row_group_size=PART_ROW_GROUP_ROWS)

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from forensic import __version__
-from forensic.schema import COLUMN_NAMES, TIMELINE_SCHEMA
+from forensic.schema import COLUMN_NAMES, PARQUET_OPTIONS, TIMELINE_SCHEMA
 
 FORMATS = ("parquet", "jsonl", "csv", "timesketch")
 ROW_GROUP_ROWS = 100_000
@@ -161,7 +161,7 @@ class TimelineWriter:
                 **(TIMELINE_SCHEMA.metadata or {}),
                 b"mssql_forensic_version": __version__.encode(),
             })
-            self._pq = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+            self._pq = pq.ParquetWriter(self.tmp, schema, **PARQUET_OPTIONS)
             # Row groups are encoded and compressed on a thread of their own
             # (Arrow releases the GIL there) while the caller merges the next
             # rows; one group at a time, so memory stays bounded.
