@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from itertools import compress
 from typing import Any, NamedTuple
@@ -37,7 +37,7 @@ from forensic.timezones import pair_offset, parse_offset, parse_pair_time
 from parsers.base import Source
 from parsers.sqlmessages import classify, dispatch_words
 from parsers.textio import DecodeReport, decode_head, detect_encoding, iter_decoded
-from parsers.textlog import iter_record_batches
+from parsers.textlog import RecordBlock, iter_record_batches
 
 SOURCE = "errorlog"
 _TS = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2}"
@@ -259,6 +259,91 @@ def _columns(source: str, rows: list[_Row]) -> EventColumns:
     return EventColumns(source, "Event Logged", *(list(c) for c in zip(*rows, strict=True)))
 
 
+class _BlockRows:
+    """Turns the record blocks of one ERRORLOG, in file order, into event
+    columns; an ``Error:`` line that ends a block waits for the next one."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.classified = _Classified(source)
+        self.pending: _PendingError | None = None
+        # "error:" is the first word of an Error: N, Severity: S, State: X. line.
+        self.words = dispatch_words() | {"error:"}
+        # A first word longer than every dispatch word is none of them: look
+        # at a short prefix only (no copy of the whole message).
+        self.prefix = max(map(len, self.words)) + 1
+
+    def _to_build(self, messages: list[str], lines: Sequence[int]) -> list[int]:
+        """Rows that may be more than plain records, in order."""
+        words, prefix, n = self.words, self.prefix, len(messages)
+        special = [i for i, m in enumerate(messages) if "\n" in m or m[:prefix].partition(" ")[0].lower() in words]
+        # The record after an Error: line decides whether it is a pair.
+        extra = [i + 1 for i in special if i + 1 < n and messages[i].startswith("Error:")]
+        extra += [i for i in range(min(n, 3)) if lines[i] <= 3]
+        if self.pending is not None:
+            extra.append(0)
+        return sorted({*special, *extra}) if extra else special
+
+    def of(self, block: RecordBlock) -> Iterator[EventColumns]:
+        classified = self.classified
+        ts_col, proc_col, raw_messages = block.columns
+        lines = block.lines
+        messages = [m.rstrip() for m in raw_messages]
+        n = len(messages)
+        columns: list[list] = [["log_message"] * n, [None] * n, messages, list(ts_col), list(lines),
+                               [None] * n, [None] * n, [None] * n, [None] * n, _plain_attributes(proc_col)]
+        keep: list[bool] | None = None  # rows merged into the row before them are not kept
+        before: list[_Row] = []  # rows of a record held back from the previous block
+        built: dict[int, _Row] = {}  # rows that replace plain ones
+        pending = self.pending
+        for i in self._to_build(messages, lines):
+            ts, process, message, line = ts_col[i], proc_col[i], messages[i], lines[i]
+            if pending is not None:
+                p, pending = pending, None
+                if ts == p.ts and process == p.process and not ERROR_LINE.match(message):
+                    # Never None: a merged pair has the Error: line's number.
+                    row = classified.row(p.line, ts, process, message, p.error, line)
+                    if p.index is None:  # the Error: line ended the previous block
+                        built[i] = row
+                    else:
+                        built[p.index] = row
+                        keep = keep or [True] * n
+                        keep[i] = False
+                    continue
+                if p.index is None:
+                    before.append(classified.lone_error(p))
+                else:
+                    built[p.index] = classified.lone_error(p)
+            if message.startswith("Error:"):
+                m = ERROR_LINE.match(message)
+                if m:
+                    error = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+                    pending = _PendingError(line, ts, process, error, message, i)
+                    continue
+            row = classified.row(line, ts, process, message)
+            if row is not None:
+                built[i] = row
+        _scatter(columns, built)
+        if pending is not None:
+            # An Error: line ends the block (the record after it is always
+            # looked at): hold it back for the next block.
+            keep = keep or [True] * n
+            keep[pending.index] = False  # type: ignore[index]
+            pending = pending._replace(index=None)
+        self.pending = pending
+        if before:
+            yield _columns(self.source, before)
+        if keep is not None:
+            columns = [list(compress(column, keep)) for column in columns]
+        if columns[0]:
+            yield EventColumns(self.source, "Event Logged", *columns)
+
+    def end(self) -> Iterator[EventColumns]:
+        if self.pending is not None:
+            yield _columns(self.source, [self.classified.lone_error(self.pending)])
+            self.pending = None
+
+
 class ErrorlogParser:
     name = "errorlog"
     artifact_type = "errorlog"
@@ -280,81 +365,16 @@ class ErrorlogParser:
         template, pre-encoded attributes); only the records that may be more
         (a first word some template starts with, ``Error:`` lines and the
         record after them, continuation lines, the first lines) go through
-        :func:`build_event` and replace their row.  ``forensic.model.expand``
+        :func:`message_part` and replace their row.  ``forensic.model.expand``
         turns the blocks into events for consumers that want objects.
         """
-        source = self.source
-        # "error:" is the first word of an Error: N, Severity: S, State: X. line.
-        words = dispatch_words() | {"error:"}
-        # A first word longer than every dispatch word is none of them: look
-        # at a short prefix only (no copy of the whole message).
-        prefix = max(map(len, words)) + 1
-        classified = _Classified(source)
-        pending: _PendingError | None = None
+        rows = _BlockRows(self.source)
         for block in iter_record_batches(src, RECORD_START, head_re=RECORD_HEAD):
             if isinstance(block, ParseWarning):
                 yield block
-                continue
-            if not block:
-                continue
-            ts_col, proc_col, raw_messages = block.columns
-            lines = block.lines
-            messages = [m.rstrip() for m in raw_messages]
-            n = len(messages)
-            special = [i for i, m in enumerate(messages) if "\n" in m or m[:prefix].partition(" ")[0].lower() in words]
-            # The record after an Error: line decides whether it is a pair.
-            extra = [i + 1 for i in special if i + 1 < n and messages[i].startswith("Error:")]
-            extra += [i for i in range(min(n, 3)) if lines[i] <= 3]
-            if pending is not None:
-                extra.append(0)
-            if extra:
-                special = sorted({*special, *extra})
-            columns: list[list] = [["log_message"] * n, [None] * n, messages, list(ts_col), list(lines),
-                                   [None] * n, [None] * n, [None] * n, [None] * n, _plain_attributes(proc_col)]
-            keep: list[bool] | None = None  # rows merged into the row before them are not kept
-            before: list[_Row] = []  # rows of a record held back from the previous block
-            built: dict[int, _Row] = {}  # rows that replace plain ones
-            for i in special:
-                ts, process, message, line = ts_col[i], proc_col[i], messages[i], lines[i]
-                if pending is not None:
-                    p, pending = pending, None
-                    if ts == p.ts and process == p.process and not ERROR_LINE.match(message):
-                        row = classified.row(p.line, ts, process, message, p.error, line)
-                        if p.index is None:  # the Error: line ended the previous block
-                            built[i] = row
-                        else:
-                            built[p.index] = row
-                            keep = keep or [True] * n
-                            keep[i] = False
-                        continue
-                    if p.index is None:
-                        before.append(classified.lone_error(p))
-                    else:
-                        built[p.index] = classified.lone_error(p)
-                if message.startswith("Error:"):
-                    m = ERROR_LINE.match(message)
-                    if m:
-                        error = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
-                        pending = _PendingError(line, ts, process, error, message, i)
-                        continue
-                row = classified.row(line, ts, process, message)
-                if row is not None:
-                    built[i] = row
-            _scatter(columns, built)
-            if pending is not None:
-                # An Error: line ends the block (the record after it is always
-                # looked at): hold it back for the next block.
-                keep = keep or [True] * n
-                keep[pending.index] = False
-                pending = pending._replace(index=None)
-            if before:
-                yield _columns(source, before)
-            if keep is not None:
-                columns = [list(compress(column, keep)) for column in columns]
-            if columns[0]:
-                yield EventColumns(source, "Event Logged", *columns)
-        if pending is not None:
-            yield _columns(source, [classified.lone_error(pending)])
+            elif block:
+                yield from rows.of(block)
+        yield from rows.end()
 
     # -- cheap first pass ---------------------------------------------------
     def prescan(self, src: Source) -> InputEvidence:
