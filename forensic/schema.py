@@ -31,6 +31,10 @@ def _use_jemalloc() -> None:
         return
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
+        # Freed pages go back to the system at once: with the wheel's decay
+        # the final merge of a 200 MB trace held 416 MB resident for 119 MB
+        # allocated (188 MB with no decay, at the same speed).
+        pa.jemalloc_set_decay_ms(0)
     except (NotImplementedError, AttributeError):  # a build without jemalloc
         pass
 

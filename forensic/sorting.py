@@ -26,9 +26,16 @@ from forensic.schema import TIMELINE_SCHEMA
 
 RUN_ROWS = 50_000
 RUN_BATCH_ROWS = 4_096
+# Batches in run files stay small in bytes too: the merge holds at least one
+# batch of every run it merges (up to MAX_FANIN), so with KB-sized rows (trace
+# and audit attributes) a fixed row count made memory grow with the input.
+RUN_BATCH_BYTES = 256 << 10
 RUN_BYTES = 32 << 20
 MAX_FANIN = 64
-MERGE_BUFFER_ROWS = 32_000  # spread over the runs being merged (rows can be KBs each)
+# What the merge buffers, spread over the runs being merged: whichever of
+# rows and bytes comes first (rows can be KBs each).
+MERGE_BUFFER_ROWS = 32_000
+MERGE_BUFFER_BYTES = 32 << 20
 _TS_MAX = 2**63 - 1
 
 
@@ -43,9 +50,11 @@ def sort_table(table: pa.Table) -> pa.Table:
 
 def write_run(table: pa.Table, folder: str) -> str:
     path = os.path.join(folder, f"run-{uuid.uuid4().hex}.arrow")
+    row_bytes = table.nbytes / max(1, table.num_rows)
+    rows = max(16, min(RUN_BATCH_ROWS, int(RUN_BATCH_BYTES / max(1.0, row_bytes))))
     with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, TIMELINE_SCHEMA) as writer:
         # Small batches: the merge holds at least one batch per run in memory.
-        for batch in table.to_batches(max_chunksize=RUN_BATCH_ROWS):
+        for batch in table.to_batches(max_chunksize=rows):
             writer.write_batch(batch)
     return path
 
@@ -90,7 +99,7 @@ def _ts_ints(table: pa.Table) -> pa.Array:
 
 
 class _RunCursor:
-    def __init__(self, path: str, batch_rows: int):
+    def __init__(self, path: str, batch_rows: int, batch_bytes: int):
         self.path = path
         # Plain reads, not a memory map: mapped pages would count as resident
         # memory for the whole run file.
@@ -98,6 +107,7 @@ class _RunCursor:
         self._reader = ipc.open_file(self._file)
         self._next = 0
         self.batch_rows = batch_rows
+        self.batch_bytes = batch_bytes
         self.buffer: pa.Table = TIMELINE_SCHEMA.empty_table()
         self.exhausted = False
         self.fill()
@@ -105,11 +115,14 @@ class _RunCursor:
     def fill(self) -> None:
         batches = []
         rows = self.buffer.num_rows
-        while rows < self.batch_rows and self._next < self._reader.num_record_batches:
+        size = self.buffer.nbytes
+        while (rows < self.batch_rows and size < self.batch_bytes
+               and self._next < self._reader.num_record_batches):
             b = self._reader.get_batch(self._next)
             self._next += 1
             batches.append(b)
             rows += b.num_rows
+            size += b.nbytes
         if batches:
             self.buffer = pa.concat_tables([self.buffer, pa.Table.from_batches(batches, schema=TIMELINE_SCHEMA)])
         if self._next >= self._reader.num_record_batches:
@@ -152,7 +165,8 @@ class _RunCursor:
 
 def _merge_once(paths: list[str]) -> Iterator[pa.RecordBatch]:
     per_run = max(1_000, MERGE_BUFFER_ROWS // max(1, len(paths)))
-    cursors = [_RunCursor(p, per_run) for p in paths]
+    per_run_bytes = MERGE_BUFFER_BYTES // max(1, len(paths))
+    cursors = [_RunCursor(p, per_run, per_run_bytes) for p in paths]
     try:
         while True:
             live = [c for c in cursors if c.buffer.num_rows]
@@ -165,8 +179,12 @@ def _merge_once(paths: list[str]) -> Iterator[pa.RecordBatch]:
             if parts:
                 merged = sort_table(pa.concat_tables(parts))
                 yield from merged.to_batches(max_chunksize=50_000)
+                # Let go of this step's rows before reading the next: the
+                # parts hold the cursors' old batches, merged their copy.
+                del merged
+            del parts
             for c in cursors:
-                if not c.exhausted and c.buffer.num_rows < per_run:
+                if not c.exhausted and c.buffer.num_rows < per_run and c.buffer.nbytes < per_run_bytes:
                     c.fill()
     finally:
         for c in cursors:

@@ -57,3 +57,20 @@ def test_merge_equals_full_sort(tmp_path_factory, rows, run_rows):
     key = ["timestamp", "source_file", "source_record"]
     assert got.select(key).to_pylist() == expected.select(key).to_pylist()
     assert got.num_rows == len(rows)
+
+
+def test_run_batches_are_small_in_bytes_whatever_the_row_size(tmp_path):
+    """The merge holds a batch of every run it merges: batches are bounded in
+    bytes, not only in rows, so large rows (trace attributes) keep memory flat."""
+    import pyarrow.ipc as ipc
+    b = BatchBuilder("f", "0" * 64, size=10**9)
+    for i in range(3000):
+        b.add(Event(source="default_trace", event_type="x", message="m", timestamp=BASE + timedelta(seconds=i),
+                    source_record=i, tz_source="utc", attributes={"text_data": "x" * 2000}))
+    table = pa.Table.from_batches([b.flush()])
+    path = sorting.write_run(table, str(tmp_path))
+    reader = ipc.open_file(path)
+    sizes = [reader.get_batch(i).nbytes for i in range(reader.num_record_batches)]
+    assert sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches)) == 3000
+    assert max(sizes) <= sorting.RUN_BATCH_BYTES * 1.1, sizes[:3]
+    assert len(sizes) > 3000 // sorting.RUN_BATCH_ROWS + 1  # more batches than a row count alone gives
