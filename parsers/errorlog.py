@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from itertools import compress
 from typing import Any, NamedTuple
@@ -42,10 +42,13 @@ from parsers.textlog import RecordBlock, iter_record_batches
 SOURCE = "errorlog"
 _TS = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{2}"
 RECORD_START = re.compile(rf"^{_TS} ", re.MULTILINE)
-# The head of a record after the newline before it: timestamp and source
-# column.  The message is the text up to the next head, continuation lines
-# (every following line that does not start with a timestamp) included.
-RECORD_HEAD = re.compile(rf"\n({_TS}) +(\S*) *")
+# The head of a record after the newline before it: timestamp, source column
+# and (looked at, not consumed) the message's first word, up to 14 characters:
+# longer than any word a message template starts with.  The message is the
+# text up to the next head, continuation lines (every following line that does
+# not start with a timestamp) included.
+FIRST_WORD_CHARS = 14
+RECORD_HEAD = re.compile(rf"\n({_TS}) +(\S*) *(?=(\S{{0,{FIRST_WORD_CHARS}}}))")
 _SNIFF_LINE = re.compile(rf"^{_TS} +\S+ +\S", re.MULTILINE)
 # ASCII digits of a bounded length: message numbers are int32, and int() refuses
 # other scripts' digits and more than 4300 of them (damaged or forged lines).
@@ -269,16 +272,25 @@ class _BlockRows:
         self.pending: _PendingError | None = None
         # "error:" is the first word of an Error: N, Severity: S, State: X. line.
         self.words = dispatch_words() | {"error:"}
-        # A first word longer than every dispatch word is none of them: look
-        # at a short prefix only (no copy of the whole message).
-        self.prefix = max(map(len, self.words)) + 1
+        if max(map(len, self.words)) >= FIRST_WORD_CHARS:
+            raise ValueError("a message template's first word is longer than RECORD_HEAD looks")
+        self.first_words: dict[str, bool] = {}  # first word as written -> a template may start so
 
-    def _to_build(self, messages: list[str], lines: Sequence[int]) -> list[int]:
-        """Rows that may be more than plain records, in order."""
-        words, prefix, n = self.words, self.prefix, len(messages)
-        special = [i for i, m in enumerate(messages) if "\n" in m or m[:prefix].partition(" ")[0].lower() in words]
+    def _to_build(self, block: RecordBlock) -> list[int]:
+        """Rows that may be more than plain records, in order: the first word
+        is one a template starts with (or Error:), or the message goes on over
+        more lines, or the record is among the file's first."""
+        firsts, lines, n = block.columns[2], block.lines, len(block)
+        distinct, known = set(firsts), self.first_words
+        if len(known) + len(distinct) > 100_000:  # hostile input: every first word different
+            known.clear()
+        for word in distinct.difference(known):
+            known[word] = word.lower() in self.words
+        hits = {word for word in distinct if known[word]}
+        special = [i for i, word in enumerate(firsts) if word in hits]
         # The record after an Error: line decides whether it is a pair.
-        extra = [i + 1 for i in special if i + 1 < n and messages[i].startswith("Error:")]
+        extra = [i + 1 for i in special if i + 1 < n and firsts[i].startswith("Error:")]
+        extra += block.multiline
         extra += [i for i in range(min(n, 3)) if lines[i] <= 3]
         if self.pending is not None:
             extra.append(0)
@@ -286,7 +298,7 @@ class _BlockRows:
 
     def of(self, block: RecordBlock) -> Iterator[EventColumns]:
         classified = self.classified
-        ts_col, proc_col, raw_messages = block.columns
+        ts_col, proc_col, _first_words, raw_messages = block.columns
         lines = block.lines
         messages = [m.rstrip() for m in raw_messages]
         n = len(messages)
@@ -296,7 +308,7 @@ class _BlockRows:
         before: list[_Row] = []  # rows of a record held back from the previous block
         built: dict[int, _Row] = {}  # rows that replace plain ones
         pending = self.pending
-        for i in self._to_build(messages, lines):
+        for i in self._to_build(block):
             ts, process, message, line = ts_col[i], proc_col[i], messages[i], lines[i]
             if pending is not None:
                 p, pending = pending, None

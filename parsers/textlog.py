@@ -35,12 +35,15 @@ class TextRecord:
 @dataclass(slots=True)
 class RecordBlock:
     """The records of one decoded chunk, column-wise: record ``i`` starts on
-    line ``lines[i]`` and ``columns[k][i]`` is its ``k``-th pattern group;
-    ``end_line`` is the number of the line after the chunk."""
+    line ``lines[i]`` and ``columns[k][i]`` is its ``k``-th pattern group (the
+    message last); ``end_line`` is the number of the line after the chunk;
+    ``multiline`` the records whose message holds a newline other than the
+    chunk's last one."""
 
     lines: Sequence[int]
     columns: list[tuple[str, ...]]
     end_line: int
+    multiline: list[int]
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -206,7 +209,7 @@ def _split_columns(text: str, line: int, head_re: re.Pattern[str]) -> RecordBloc
     messages = columns[-1]
     n = len(messages)
     if not n:
-        return RecordBlock([], columns, line + text.count("\n"))
+        return RecordBlock([], columns, line + text.count("\n"), [])
     # A record spans its first line plus one per newline in its message.
     multi = [i for i, m in enumerate(messages) if "\n" in m]
     if not multi or multi == [n - 1]:
@@ -216,7 +219,7 @@ def _split_columns(text: str, line: int, head_re: re.Pattern[str]) -> RecordBloc
         for i in multi:
             steps[i] += messages[i].count("\n")
         lines = list(accumulate([line, *steps[:-1]]))
-    return RecordBlock(lines, columns, lines[-1] + messages[-1].count("\n"))
+    return RecordBlock(lines, columns, lines[-1] + messages[-1].count("\n"), multi)
 
 
 def _orphans(text: str, line: int, what: str) -> ParseWarning:

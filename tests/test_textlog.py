@@ -41,8 +41,8 @@ def test_record_pattern_finds_every_record_start_and_its_line(lines, trailing_ne
     assert list(block.lines) == _lines_the_slow_way(text)
     assert block.end_line == 1 + text.count("\n")
     # Nothing but the newline ending each record lies between them.
-    assert sum(len(ts) + len(m) for ts, m in zip(block.columns[0], block.columns[2], strict=True)) <= len(text)
-    assert "".join(block.columns[2]).count("\n") + len(block) - 1 == text.count("\n")
+    assert sum(len(ts) + len(m) for ts, m in zip(block.columns[0], block.columns[-1], strict=True)) <= len(text)
+    assert "".join(block.columns[-1]).count("\n") + len(block) - 1 == text.count("\n")
 
 
 def test_overlong_record_tail_is_counted_and_later_lines_stay_right(monkeypatch):
@@ -57,7 +57,7 @@ def test_overlong_record_tail_is_counted_and_later_lines_stay_right(monkeypatch)
     items = list(iter_record_batches(Source.from_bytes(text.encode(), "ERRORLOG"), RECORD_START,
                                      head_re=RECORD_HEAD))
     records = [(line, msg.rstrip()[:20]) for b in items if isinstance(b, RecordBlock)
-               for line, msg in zip(b.lines, b.columns[2], strict=True)]
+               for line, msg in zip(b.lines, b.columns[-1], strict=True)]
     assert records == [(1, "one"), (2, "x" * 20), (4, "after"), (5, "last")]
     warnings = [w.message for w in items if isinstance(w, ParseWarning)]
     overlong = len(long_line) + len("\n\tcontinued\n")  # the record up to the next one
