@@ -77,7 +77,11 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = 
     text up to the next head, continuation lines included, and is its last
     column.  One C-level pass cuts records and fields, and line numbers follow
     from the newlines inside messages (``tests/test_textlog.py`` checks the
-    ERRORLOG patterns against a slow split).
+    ERRORLOG patterns against a slow split).  Lines end at ``\n`` only: the
+    ``\r`` of a CRLF stays at the end of its line for the parser to strip (no
+    copy of every chunk to remove it), and a lone ``\r``, which SQL Server
+    never writes as a line end, starts no line, so text inside a message
+    cannot forge a record with one.
     """
     report = DecodeReport()
     with src.open() as stream:
@@ -98,13 +102,14 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = 
                 before = len(chunk)
                 chunk = chunk.replace("\x00", "")
                 nul_chars += before - len(chunk)
-            if pending_cr:
-                chunk = "\r" + chunk
-                pending_cr = False
-            if chunk.endswith("\r"):
-                chunk, pending_cr = chunk[:-1], True
-            if "\r" in chunk:
-                chunk = chunk.replace("\r\n", "\n").replace("\r", "\n")
+            if head_re is None:
+                if pending_cr:
+                    chunk = "\r" + chunk
+                    pending_cr = False
+                if chunk.endswith("\r"):
+                    chunk, pending_cr = chunk[:-1], True
+                if "\r" in chunk:
+                    chunk = chunk.replace("\r\n", "\n").replace("\r", "\n")
             buf += chunk
             if not seen_record:
                 m = record_start.search(buf)
@@ -223,7 +228,7 @@ def _split_columns(text: str, line: int, head_re: re.Pattern[str]) -> RecordBloc
 
 
 def _orphans(text: str, line: int, what: str) -> ParseWarning:
-    lines = text.strip("\n").count("\n") + 1
+    lines = text.strip("\r\n").count("\n") + 1
     return ParseWarning(
         f"{lines} line(s) without a timestamp before the first {what} were not part of any {what} "
         f"(log cut at the start?)", f"line {line}", 1, True)

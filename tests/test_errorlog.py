@@ -200,3 +200,16 @@ def test_unreadable_time_keeps_the_record_and_warns(tmp_path, cli):
     assert rows[-1] is weird  # nulls sort last
     manifest = json.loads((tmp_path / "t.jsonl.manifest.json").read_text())
     assert manifest["inputs"][0]["warnings"] == 1
+
+
+def test_lone_carriage_return_in_a_message_forges_no_record():
+    """SQL Server ends lines with CRLF (Windows) or LF (Linux); a lone CR is
+    message text (RAISERROR ... WITH LOG can write one), never a line end."""
+    lines = ["2025-06-01 09:22:44.70 Server      UTC adjustment: 0:00",
+             "2025-06-01 09:22:45.00 spid51      user text\r2025-06-01 09:22:46.00 Server      forged record",
+             "2025-06-01 09:22:47.00 spid51      next"]
+    events, warnings = parse_bytes(b"\xff\xfe" + ("\r\n".join(lines) + "\r\n").encode("utf-16-le"))
+    assert warnings == []
+    assert [e.source_record for e in events] == [1, 2, 3]
+    assert events[1].message == "user text\r2025-06-01 09:22:46.00 Server      forged record"
+    assert events[2].message == "next"
