@@ -48,13 +48,18 @@ def sort_table(table: pa.Table) -> pa.Table:
     return table.take(idx)
 
 
-def write_run(table: pa.Table, folder: str) -> str:
-    path = os.path.join(folder, f"run-{uuid.uuid4().hex}.arrow")
+def _run_batches(table: pa.Table) -> list[pa.RecordBatch]:
+    """``table`` in batches of at most RUN_BATCH_ROWS rows and about
+    RUN_BATCH_BYTES: the merge holds at least one batch per run in memory."""
     row_bytes = table.nbytes / max(1, table.num_rows)
     rows = max(16, min(RUN_BATCH_ROWS, int(RUN_BATCH_BYTES / max(1.0, row_bytes))))
+    return table.to_batches(max_chunksize=rows)
+
+
+def write_run(table: pa.Table, folder: str) -> str:
+    path = os.path.join(folder, f"run-{uuid.uuid4().hex}.arrow")
     with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, TIMELINE_SCHEMA) as writer:
-        # Small batches: the merge holds at least one batch per run in memory.
-        for batch in table.to_batches(max_chunksize=rows):
+        for batch in _run_batches(table):
             writer.write_batch(batch)
     return path
 
@@ -201,7 +206,9 @@ def merge_runs(paths: list[str], scratch: str) -> Iterator[pa.RecordBatch]:
             out = os.path.join(scratch, f"merge-{uuid.uuid4().hex}.arrow")
             with pa.OSFile(out, "wb") as sink, ipc.new_file(sink, TIMELINE_SCHEMA) as writer:
                 for batch in _merge_once(group):
-                    writer.write_batch(batch)
+                    # Re-cut: this file is a run of the next round.
+                    for small in _run_batches(pa.Table.from_batches([batch])):
+                        writer.write_batch(small)
             for p in group:
                 _remove(p)
             next_round.append(out)

@@ -74,3 +74,26 @@ def test_run_batches_are_small_in_bytes_whatever_the_row_size(tmp_path):
     assert sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches)) == 3000
     assert max(sizes) <= sorting.RUN_BATCH_BYTES * 1.1, sizes[:3]
     assert len(sizes) > 3000 // sorting.RUN_BATCH_ROWS + 1  # more batches than a row count alone gives
+
+
+def test_merge_round_files_are_cut_small_too(tmp_path, monkeypatch):
+    """A merge round's output is a run of the next round: its batches are
+    bounded in bytes like the workers' runs."""
+    import glob
+
+    import pyarrow.ipc as ipc
+    monkeypatch.setattr(sorting, "MAX_FANIN", 2)
+    paths = []
+    for f in "abc":
+        b = BatchBuilder(f, "0" * 64, size=10**9)
+        for i in range(600):
+            b.add(Event(source="default_trace", event_type="x", message="m", timestamp=BASE + timedelta(seconds=i),
+                        source_record=i, tz_source="utc", attributes={"text_data": "x" * 2000}))
+        paths.append(sorting.write_run(pa.Table.from_batches([b.flush()]), str(tmp_path)))
+    rows = sum(batch.num_rows for batch in sorting.merge_runs(paths, str(tmp_path)))
+    assert rows == 1800
+    rounds = glob.glob(str(tmp_path / "merge-*.arrow"))
+    assert rounds
+    reader = ipc.open_file(rounds[0])
+    sizes = [reader.get_batch(i).nbytes for i in range(reader.num_record_batches)]
+    assert max(sizes) <= sorting.RUN_BATCH_BYTES * 1.1, sizes[:3]
