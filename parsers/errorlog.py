@@ -20,7 +20,7 @@ import re
 from collections import deque
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from itertools import compress
+from itertools import compress, count
 from typing import Any, NamedTuple
 
 from forensic.model import (
@@ -287,7 +287,7 @@ class _BlockRows:
         for word in distinct.difference(known):
             known[word] = word.lower() in self.words
         hits = {word for word in distinct if known[word]}
-        special = [i for i, word in enumerate(firsts) if word in hits]
+        special = list(compress(count(), map(hits.__contains__, firsts)))
         # The record after an Error: line decides whether it is a pair.
         extra = [i + 1 for i in special if i + 1 < n and firsts[i].startswith("Error:")]
         extra += block.multiline
@@ -300,9 +300,9 @@ class _BlockRows:
         classified = self.classified
         ts_col, proc_col, _first_words, raw_messages = block.columns
         lines = block.lines
-        messages = [m.rstrip() for m in raw_messages]
+        messages = list(map(str.rstrip, raw_messages))
         n = len(messages)
-        columns: list[list] = [["log_message"] * n, [None] * n, messages, list(ts_col), list(lines),
+        columns: list[list] = [["log_message"] * n, [None] * n, messages, ts_col, list(lines),
                                [None] * n, [None] * n, [None] * n, [None] * n, _plain_attributes(proc_col)]
         keep: list[bool] | None = None  # rows merged into the row before them are not kept
         before: list[_Row] = []  # rows of a record held back from the previous block

@@ -10,10 +10,11 @@ record too long to be real.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, compress, count, repeat
 
 from forensic.model import ParseWarning
 from parsers.base import Source
@@ -41,7 +42,7 @@ class RecordBlock:
     chunk's last one."""
 
     lines: Sequence[int]
-    columns: list[tuple[str, ...]]
+    columns: list[list[str]]
     end_line: int
     multiline: list[int]
 
@@ -206,17 +207,17 @@ def _split_columns(text: str, line: int, head_re: re.Pattern[str]) -> RecordBloc
     # "\n" first: the first record's head is found like every other one.
     parts = head_re.split("\n" + text)
     width = head_re.groups + 1
-    columns = [tuple(parts[k::width]) for k in range(1, width + 1)]
+    columns = [parts[k::width] for k in range(1, width + 1)]
     if parts[0]:
         # Text before the first head (cannot be: text starts with a record):
         # kept as a record with empty head fields, never dropped.
-        columns = [("", *column) for column in columns[:-1]] + [(parts[0], *columns[-1])]
+        columns = [["", *column] for column in columns[:-1]] + [[parts[0], *columns[-1]]]
     messages = columns[-1]
     n = len(messages)
     if not n:
         return RecordBlock([], columns, line + text.count("\n"), [])
     # A record spans its first line plus one per newline in its message.
-    multi = [i for i, m in enumerate(messages) if "\n" in m]
+    multi = list(compress(count(), map(operator.contains, messages, repeat("\n"))))
     if not multi or multi == [n - 1]:
         lines: Sequence[int] = range(line, line + n)
     else:
