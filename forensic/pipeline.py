@@ -351,8 +351,13 @@ def local_times(text: pa.Array) -> pa.Array:
 
 
 def _careful_local_times(text: pa.Array) -> pa.Array:
-    whole = pc.strptime(pc.utf8_slice_codeunits(text, 0, 19), format="%Y-%m-%d %H:%M:%S", unit="us",
-                        error_is_null=True)
+    seconds = pc.utf8_slice_codeunits(text, 0, 19)
+    whole = pc.strptime(seconds, format="%Y-%m-%d %H:%M:%S", unit="us", error_is_null=True)
+    # strptime rolls impossible times over (2024-02-30 -> 1 March, 23:59:60
+    # -> the next day): a time that does not read back as written is damage,
+    # not a plausible timestamp.
+    as_written = pc.equal(pc.strftime(pc.cast(whole, pa.timestamp("s")), format="%Y-%m-%d %H:%M:%S"), seconds)
+    whole = pc.if_else(pc.fill_null(as_written, False), whole, pa.scalar(None, whole.type))
     frac = pc.utf8_slice_codeunits(text, 20, 26)
     # A fraction that is not ASCII digits (damage, other scripts' digits that
     # the record pattern's \d accepts) makes the time unreadable, not the file.

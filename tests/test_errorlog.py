@@ -189,6 +189,7 @@ def test_unreadable_time_keeps_the_record_and_warns(tmp_path, cli):
     ev.mkdir()
     (ev / "ERRORLOG").write_text("2025-06-01 09:22:44.70 Server      UTC adjustment: -5:00\n"
                                  "2025-13-45 99:99:99.99 spid51      weird line\n"
+                                 "2025-02-30 10:00:00.00 spid51      impossible date\n"
                                  "2025-06-01 09:22:45.70 spid51      ok line\n")
     out = tmp_path / "t.jsonl"
     code, _o, _e = cli("timeline", ev, "-o", out, "--workers", "1", "--quiet")
@@ -197,7 +198,10 @@ def test_unreadable_time_keeps_the_record_and_warns(tmp_path, cli):
     weird = [r for r in rows if r["message"] == "weird line"][0]
     assert weird["timestamp"] is None and weird["local_time"] == "2025-13-45 99:99:99.99"
     assert json.loads(weird["attributes"])["bad_timestamp"] == "2025-13-45 99:99:99.99"
-    assert rows[-1] is weird  # nulls sort last
+    # An impossible date is not rolled over into 2 March: it is unreadable too.
+    impossible = [r for r in rows if r["message"] == "impossible date"][0]
+    assert impossible["timestamp"] is None and impossible["local_time"] == "2025-02-30 10:00:00.00"
+    assert rows[-1]["timestamp"] is None and rows[-2]["timestamp"] is None  # nulls sort last
     manifest = json.loads((tmp_path / "t.jsonl.manifest.json").read_text())
     assert manifest["inputs"][0]["warnings"] == 1
 
