@@ -489,6 +489,9 @@ def select(rec: EvtxRecord, tbl: Tables | None = None) -> tuple[Selection | None
     return None, fields
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def build_event(rec: EvtxRecord, sel: Selection, fields: Mapping[str, Any], tbl: Tables | None = None) -> Event:
     tbl = tbl or tables()
     attrs: dict[str, Any] = {
@@ -521,6 +524,11 @@ def build_event(rec: EvtxRecord, sel: Selection, fields: Mapping[str, Any], tbl:
     )
     if rec.record_id is None:
         attrs["event_record_id_missing"] = True
+    if ev.source_record is not None and not 0 <= ev.source_record <= _INT64_MAX:
+        # Record numbers are unsigned 64-bit in the file, the column is int64:
+        # a damaged one past that keeps its row, its number as text.
+        attrs["record_id_out_of_range"] = str(ev.source_record)
+        ev.source_record = None
     if rec.time_created is None and rec.header_time is not None:
         # No TimeCreated in the XML: the record header's write time is the
         # best the record offers (UTC as well, but when it was written).

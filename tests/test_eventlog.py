@@ -814,3 +814,13 @@ def test_missing_time_created_falls_back_to_the_record_header():
     rec.time_created, rec.header_time = None, datetime(2024, 5, 1, 12, 0, 1, tzinfo=UTC)
     ev = as_row(rec)
     assert ev.timestamp == rec.header_time and ev.attributes["time_from_record_header"] is True
+
+
+def test_record_number_past_int64_keeps_the_row():
+    """EVTX record numbers are unsigned 64-bit; a damaged one past int64 (found
+    by the fuzz harness on a mutated public sample) cannot be source_record."""
+    ev = as_row(record(provider="MSSQLSERVER", channel="Application", event_id=17135, qualifiers=16384,
+                       strings=["dbo.evil_startup"], record_id=2**63 + 9696))
+    assert ev.source_record is None
+    assert ev.attributes["record_id_out_of_range"] == str(2**63 + 9696)
+    assert ev.event_type == "startup_procedure_launched"
