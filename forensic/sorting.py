@@ -117,6 +117,11 @@ class _RunCursor:
         self.exhausted = False
         self.fill()
 
+    def wants_more(self) -> bool:
+        """Below both of its buffer bounds, with batches left on disk."""
+        return (not self.exhausted and self.buffer.num_rows < self.batch_rows
+                and self.buffer.nbytes < self.batch_bytes)
+
     def fill(self) -> None:
         batches = []
         rows = self.buffer.num_rows
@@ -189,7 +194,7 @@ def _merge_once(paths: list[str]) -> Iterator[pa.RecordBatch]:
                 del merged
             del parts
             for c in cursors:
-                if not c.exhausted and c.buffer.num_rows < per_run and c.buffer.nbytes < per_run_bytes:
+                if c.wants_more():
                     c.fill()
     finally:
         for c in cursors:

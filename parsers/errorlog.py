@@ -26,7 +26,6 @@ from typing import Any, NamedTuple
 from forensic.model import (
     TZ_ERRORLOG_ADJUSTMENT,
     TZ_ERRORLOG_PAIR,
-    Event,
     EventColumns,
     InputEvidence,
     ParseWarning,
@@ -151,28 +150,6 @@ def message_part(message: str, error: tuple[int, int, int] | None = None, banner
     return MessagePart(event_type, event_id, message, user, database, object_name, object_type, attrs, plain)
 
 
-def record_attributes(process: str, part: MessagePart, error_line: int | None) -> dict[str, Any]:
-    """A record's attributes: its source column's, then its message's."""
-    attrs = source_attributes(process)
-    if error_line is not None:
-        attrs["error_line"] = error_line
-    attrs.update(part.attributes)
-    return attrs
-
-
-def build_event(source: str, line: int, ts: str, process: str, message: str,
-                error: tuple[int, int, int] | None = None, error_line: int | None = None) -> Event:
-    """One record that needs more than the plain path: classified messages,
-    merged ``Error:`` pairs, the banner, start-up parameters."""
-    part = message_part(message, error, line <= 3)
-    # local_time stays unset: the engine reads local_text column-wise (and
-    # notes an unreadable one); expand() fills it for consumers of events.
-    return Event(source=source, event_type=part.event_type, message=part.message, local_text=ts,
-                 event_id=part.event_id, source_record=line, user=part.user, database=part.database,
-                 object_name=part.object_name, object_type=part.object_type,
-                 attributes=record_attributes(process, part, error_line))
-
-
 _PLAIN_ATTRS: dict[str, str] = {}
 
 
@@ -187,12 +164,9 @@ def _plain_attributes(processes: tuple[str, ...]) -> list[str]:
     return list(map(cache.__getitem__, processes))
 
 
-_Row = tuple  # one row in EventColumns column order (see _row)
-
-
-def _row(ev: Event) -> _Row:
-    return (ev.event_type, ev.event_id, ev.message, ev.local_text, ev.source_record, ev.user,
-            ev.database, ev.object_name, ev.object_type, ev.attributes)
+# One row in EventColumns column order: event_type, event_id, message,
+# local_text, source_record, user, database, object_name, object_type, attributes.
+_Row = tuple
 
 
 class _PendingError(NamedTuple):
@@ -245,10 +219,10 @@ class _Classified:
 
     def lone_error(self, pending: _PendingError) -> _Row:
         """An Error: line with no message after it (log cut, or interleaved)."""
-        ev = build_event(self.source, pending.line, pending.ts, pending.process, pending.message,
-                         pending.error, None)
-        ev.attributes["unpaired"] = True
-        return _row(ev)
+        # Never None: the Error: line gives an event id.
+        row = self.row(pending.line, pending.ts, pending.process, pending.message, pending.error)
+        row[9]["unpaired"] = True  # a dict of its own (row() builds one per call)
+        return row
 
 
 def _scatter(columns: list[list], rows: dict[int, _Row]) -> None:

@@ -29,7 +29,7 @@ import struct
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -326,13 +326,7 @@ def parse_audit_block(text: str) -> dict[str, str]:
 def parse_event_time(value: str) -> datetime | None:
     """``2019-11-04 09:27:26.1750932`` (UTC, 7 digits) -> aware datetime (µs)."""
     m = re.match(r"^\s*(\d{4})-(\d{2})-(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?\s*$", value or "")
-    if not m:
-        return None
-    micro = int(((m.group(7) or "") + "000000")[:6])
-    try:
-        return datetime(*(int(m.group(i)) for i in range(1, 7)), micro, tzinfo=UTC)
-    except ValueError:
-        return None
+    return engines.utc_from_match(m) if m else None
 
 
 _XML_VALUE = re.compile(r"<(address|state|error|action|session|object)>(?:<!\[CDATA\[)?(.*?)(?:\]\]>)?</\1>", re.DOTALL)

@@ -950,16 +950,22 @@ def record_from_json(obj: dict) -> EvtxRecord:
     return rec
 
 
-def _rust_header_time(value: Any) -> datetime | None:
-    """pyevtx-rs's record-header time, ``2019-11-04T09:27:25.9866222Z UTC`` (7 digits)."""
-    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?", str(value or ""))
-    if not m or m.group(1) == "1601":
-        return None
+def utc_from_match(m: re.Match[str]) -> datetime | None:
+    """Groups 1-6 date and time, 7 the fraction (any number of digits, cut to
+    microseconds) -> an aware UTC datetime, or None when impossible."""
     micro = int(((m.group(7) or "") + "000000")[:6])
     try:
         return datetime(*(int(m.group(i)) for i in range(1, 7)), micro, tzinfo=UTC)
     except ValueError:
         return None
+
+
+def _rust_header_time(value: Any) -> datetime | None:
+    """pyevtx-rs's record-header time, ``2019-11-04T09:27:25.9866222Z UTC`` (7 digits)."""
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?", str(value or ""))
+    if not m or m.group(1) == "1601":
+        return None
+    return utc_from_match(m)
 
 
 def _json_parts(node: Any) -> tuple[dict[str, Any], Any]:

@@ -107,17 +107,22 @@ def _mutate_worker(args) -> tuple[int, list[tuple[str, str]], int]:
     return cases, found, _rss_mb()
 
 
-def run_mutate(seconds: float, jobs: int, out: Path, seed: int) -> int:
+def _run_pool(worker, what: str, seconds: float, jobs: int, out: Path, seed: int) -> int:
+    """Run ``worker`` in ``jobs`` processes and report (cases, findings, peak RSS)."""
     started = time.monotonic()
     with mp.get_context("spawn").Pool(jobs) as pool:
-        results = pool.map(_mutate_worker, [(w, seconds, out, seed) for w in range(jobs)])
+        results = pool.map(worker, [(w, seconds, out, seed) for w in range(jobs)])
     cases = sum(r[0] for r in results)
     found = [f for r in results for f in r[1]]
-    print(f"mutate: {cases} cases x every parser in {time.monotonic() - started:.0f}s with {jobs} jobs; "
+    print(f"{what.format(cases=cases)} in {time.monotonic() - started:.0f}s with {jobs} jobs; "
           f"peak RSS {max(r[2] for r in results)} MB; {len(found)} finding(s)")
     for path, message in found:
         print(f"  {path}: {message}")
     return 1 if found else 0
+
+
+def run_mutate(seconds: float, jobs: int, out: Path, seed: int) -> int:
+    return _run_pool(_mutate_worker, "mutate: {cases} cases x every parser", seconds, jobs, out, seed)
 
 
 def run_grammar(seconds: float, out: Path) -> int:
@@ -224,16 +229,7 @@ def _engine_worker(args) -> tuple[int, list[tuple[str, str]], int]:
 
 def run_engine(seconds: float, jobs: int, out: Path, seed: int) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with mp.get_context("spawn").Pool(jobs) as pool:
-        results = pool.map(_engine_worker, [(w, seconds, out, seed) for w in range(jobs)])
-    cases = sum(r[0] for r in results)
-    found = [f for r in results for f in r[1]]
-    print(f"engine: {cases} timeline runs in {time.monotonic() - started:.0f}s with {jobs} jobs; "
-          f"peak RSS {max(r[2] for r in results)} MB; {len(found)} finding(s)")
-    for path, message in found:
-        print(f"  {path}: {message}")
-    return 1 if found else 0
+    return _run_pool(_engine_worker, "engine: {cases} timeline runs", seconds, jobs, out, seed)
 
 
 def run_atheris(argv: list[str], out: Path) -> int:
