@@ -74,6 +74,14 @@ class ProcessPoolExecutor:
         self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, initializer=_worker_init)
         return self._pool
 
+    def _live_pool(self) -> cf.ProcessPoolExecutor:
+        """The pool of the previous map if it is sound, else a new one: the
+        phases of a run (first pass, parsing) share their workers, which
+        saves forking and warming a second set (serial time in a short run)."""
+        if self._pool is not None and not getattr(self._pool, "_broken", False):
+            return self._pool
+        return self._new_pool()
+
     def map_unordered(self, fn, tasks):
         if os.environ.get(TEST_KILL_ENV):
             fn = _TestKill(fn, os.environ[TEST_KILL_ENV], os.environ.get(TEST_KILL_ONCE_ENV))
@@ -89,8 +97,11 @@ class ProcessPoolExecutor:
         attempts = [0] * len(pending)
         todo = set(range(len(pending)))
         suspects: list[int] = []
+        fresh = False
         while todo:
-            pool = self._new_pool()
+            # After a worker died the pool is broken: start a new one.
+            pool = self._new_pool() if fresh else self._live_pool()
+            fresh = True
             futures = {}
             with _sigint_deferred():  # the first submit forks the workers
                 for i in sorted(todo):
