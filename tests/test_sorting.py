@@ -59,6 +59,56 @@ def test_merge_equals_full_sort(tmp_path_factory, rows, run_rows):
     assert got.num_rows == len(rows)
 
 
+def _merge(folder, tables, run_rows) -> pa.Table:
+    paths = []
+    for table in tables.values():
+        w = sorting.SortedRunWriter(str(folder), run_rows=run_rows)
+        for batch in table.to_batches(max_chunksize=2):
+            w.add(batch)
+        paths += w.close()
+    merged = list(sorting.merge_runs(paths, str(folder)))
+    return pa.Table.from_batches(merged, schema=TIMELINE_SCHEMA) if merged else TIMELINE_SCHEMA.empty_table()
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows_strategy, st.integers(1, 7), st.integers(0, 60))
+def test_merge_of_inputs_apart_in_time_equals_full_sort(tmp_path_factory, rows, run_rows, gap):
+    """Inputs that follow each other in time (a rotation set) take the merge's
+    no-sort path; touching ranges (gap 0: the same second in two files) and
+    nulls, which sort last, must still come out in full-sort order."""
+    shift = {"a": 0, "b": 1, "c": 2, "d": 3}
+    rows = [(None if ts is None else ts + shift[f] * (50 + gap), f, rec) for ts, f, rec in rows]
+    old = (sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN)
+    sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN = 3, 3
+    try:
+        tables = build(rows)
+        got = _merge(tmp_path_factory.mktemp("runs"), tables, run_rows)
+    finally:
+        sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN = old
+    expected = sorting.sort_table(pa.concat_tables(list(tables.values()))) if tables else TIMELINE_SCHEMA.empty_table()
+    key = ["timestamp", "source_file", "source_record"]
+    assert got.select(key).to_pylist() == expected.select(key).to_pylist()
+
+
+def test_merge_of_consecutive_inputs_sorts_nothing(tmp_path, monkeypatch):
+    """Three files one after another in time: no merge step needs a sort."""
+    rows = [(ts + 100 * i, f, ts) for i, f in enumerate("abc") for ts in range(40)]
+    tables = build(rows)
+    paths = []
+    for table in tables.values():
+        w = sorting.SortedRunWriter(str(tmp_path), run_rows=25)
+        w.add(table.to_batches()[0])
+        paths += w.close()
+    sorts = []
+    real = sorting.sort_table
+    monkeypatch.setattr(sorting, "sort_table", lambda t: sorts.append(t.num_rows) or real(t))
+    monkeypatch.setattr(sorting, "MERGE_BUFFER_ROWS", 30)
+    got = pa.Table.from_batches(list(sorting.merge_runs(paths, str(tmp_path))))
+    assert sorts == []
+    assert got.column("source_record").to_pylist() == list(range(40)) * 3
+    assert got.column("source_file").to_pylist() == ["a"] * 40 + ["b"] * 40 + ["c"] * 40
+
+
 def test_run_batches_are_small_in_bytes_whatever_the_row_size(tmp_path):
     """The merge holds a batch of every run it merges: batches are bounded in
     bytes, not only in rows, so large rows (trace attributes) keep memory flat."""
