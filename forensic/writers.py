@@ -34,8 +34,13 @@ from forensic import __version__
 from forensic.schema import COLUMN_NAMES, PARQUET_OPTIONS, TIMELINE_SCHEMA
 
 FORMATS = ("parquet", "jsonl", "csv", "timesketch")
-ROW_GROUP_ROWS = 100_000
-ROW_GROUP_BYTES = 48 << 20
+# Parquet row groups: 64Ki rows or 24 MB of Arrow data, whichever comes
+# first.  One group is held while the next is encoded, and the last is
+# encoded after the merge has ended; against 100,000 rows / 48 MB this cut
+# the final merge's peak memory from about 276 to 200 MB and its tail from
+# 0.11 to 0.05 s (bench multi-file set), for a file 0.2% larger.
+ROW_GROUP_ROWS = 65_536
+ROW_GROUP_BYTES = 24 << 20
 # What makes a spreadsheet cell a formula (OWASP "CSV injection"), with the
 # full-width forms some spreadsheets also accept.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
@@ -187,7 +192,7 @@ class TimelineWriter:
             self._pending.append(batch)
             self._pending_rows += batch.num_rows
             self._pending_bytes += batch.nbytes
-            # A row group per 100,000 rows, or sooner when rows are large.
+            # A row group per ROW_GROUP_ROWS rows, or sooner when rows are large.
             if self._pending_rows >= ROW_GROUP_ROWS or self._pending_bytes >= ROW_GROUP_BYTES:
                 self._flush_parquet()
             return
