@@ -14,12 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-# typer brings pydantic, whose import scans every installed package's entry
-# points for pydantic plugins (about 50 ms of each start; this tool uses none).
-os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
+import typer
+from rich.console import Console
 
 from forensic import __version__
 
