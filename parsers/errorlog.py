@@ -34,7 +34,7 @@ from forensic.model import (
 from forensic.schema import attributes_json
 from forensic.timezones import pair_offset, parse_offset, parse_pair_time
 from parsers.base import Source
-from parsers.sqlmessages import classify, dispatch_words
+from parsers.sqlmessages import classify, dispatch_leads
 from parsers.textio import DecodeReport, decode_head, detect_encoding, iter_decoded
 from parsers.textlog import RecordBlock, iter_record_batches
 
@@ -177,20 +177,28 @@ class _PendingError(NamedTuple):
     process: str
     error: tuple[int, int, int]
     message: str
-    index: int | None  # its row in the current block (None: held back from the previous one)
+
+
+# A stand-in for the error line in an attributes template: the JSON of a
+# merged pair differs between occurrences only by that number.  As a key it
+# is written `"error_line":<n>` and quotes inside JSON strings are escaped,
+# so the text cannot occur anywhere else in the JSON.
+_LINE_MARK = 987_654_321_987_654_321
+_LINE_NEEDLE = f'"error_line":{_LINE_MARK}'
 
 
 class _Classified:
     """Rows of records that need more than the plain path.  The message part
     is cached by text: a brute force writes one failed-login pair thousands
-    of times, a busy server the same DBCC or backup line all day."""
+    of times, a busy server the same DBCC or backup line all day.  So is its
+    attributes JSON, per source column, as a template around the error line."""
 
     MAX = 20_000
 
     def __init__(self, source: str):
         self.source = source
-        self.parts: dict[tuple, MessagePart] = {}
-        self.process_attrs: dict[str, dict[str, Any]] = {}
+        # (message, error) -> (part, {(process, paired): JSON or (before, after)})
+        self.parts: dict[tuple, tuple[MessagePart, dict]] = {}
 
     def row(self, line: int, ts: str, process: str, message: str,
             error: tuple[int, int, int] | None = None, error_line: int | None = None) -> _Row | None:
@@ -198,31 +206,55 @@ class _Classified:
         one-line message that matched no template)."""
         if line <= 3:  # the banner is told by its position: never cached
             part = message_part(message, error, True)
+            if part.plain and "\n" not in message:
+                return None
+            attrs = attributes_json(self.attributes(part, process, error_line))
         else:
-            key = (message, error)
-            part = self.parts.get(key)
-            if part is None:
-                if len(self.parts) >= self.MAX:
-                    self.parts.clear()
-                part = self.parts[key] = message_part(message, error)
-        if part.plain and "\n" not in message:
-            return None
-        attrs = self.process_attrs.get(process)
-        if attrs is None:
-            if len(self.process_attrs) >= self.MAX:
-                self.process_attrs.clear()
-            attrs = self.process_attrs[process] = source_attributes(process)
-        attrs = {**attrs, "error_line": error_line, **part.attributes} if error_line is not None \
-            else {**attrs, **part.attributes}
+            part, texts = self.entry(message, error)
+            if part.plain and "\n" not in message:
+                return None
+            paired = error_line is not None
+            text = texts.get((process, paired))
+            if text is None:
+                text = texts[(process, paired)] = self.template(part, process, paired)
+            attrs = text if type(text) is str else f"{text[0]}{error_line}{text[1]}"
         return (part.event_type, part.event_id, part.message, ts, line, part.user, part.database,
                 part.object_name, part.object_type, attrs)
 
+    def entry(self, message: str, error: tuple[int, int, int] | None) -> tuple[MessagePart, dict]:
+        key = (message, error)
+        entry = self.parts.get(key)
+        if entry is None:
+            if len(self.parts) >= self.MAX:
+                self.parts.clear()
+            entry = self.parts[key] = (message_part(message, error), {})
+        return entry
+
+    @staticmethod
+    def attributes(part: MessagePart, process: str, error_line: int | None) -> dict[str, Any]:
+        attrs = source_attributes(process)
+        if error_line is not None:
+            attrs["error_line"] = error_line
+        attrs.update(part.attributes)  # what the message says wins
+        return attrs
+
+    def template(self, part: MessagePart, process: str, paired: bool) -> str | tuple[str, str]:
+        """The attributes JSON, or for a merged pair the text before and
+        after its error line."""
+        text = attributes_json(self.attributes(part, process, _LINE_MARK if paired else None))
+        if paired:
+            before, found, after = text.partition(_LINE_NEEDLE)
+            if found:
+                return before + '"error_line":', after
+        return text
+
     def lone_error(self, pending: _PendingError) -> _Row:
         """An Error: line with no message after it (log cut, or interleaved)."""
-        # Never None: the Error: line gives an event id.
-        row = self.row(pending.line, pending.ts, pending.process, pending.message, pending.error)
-        row[9]["unpaired"] = True  # a dict of its own (row() builds one per call)
-        return row
+        part = self.entry(pending.message, pending.error)[0]
+        attrs = self.attributes(part, pending.process, None)
+        attrs["unpaired"] = True
+        return (part.event_type, part.event_id, part.message, pending.ts, pending.line, part.user,
+                part.database, part.object_name, part.object_type, attributes_json(attrs))
 
 
 def _scatter(columns: list[list], rows: dict[int, _Row]) -> None:
@@ -245,30 +277,58 @@ class _BlockRows:
         self.classified = _Classified(source)
         self.pending: _PendingError | None = None
         # "error:" is the first word of an Error: N, Severity: S, State: X. line.
-        self.words = dispatch_words() | {"error:"}
-        if max(map(len, self.words)) >= FIRST_WORD_CHARS:
+        self.leads: dict[str, tuple[str, ...] | None] = {**dispatch_leads(), "error:": None}
+        if max(map(len, self.leads)) >= FIRST_WORD_CHARS:
             raise ValueError("a message template's first word is longer than RECORD_HEAD looks")
-        self.first_words: dict[str, bool] = {}  # first word as written -> a template may start so
+        # First word as written -> False (no template starts so), True (any
+        # message may match) or the literal texts its templates start with.
+        self.first_words: dict[str, bool | tuple[str, ...]] = {}
+        self.error_numbers: dict[str, tuple[int, int, int] | tuple[()]] = {}
 
-    def _to_build(self, block: RecordBlock) -> list[int]:
-        """Rows that may be more than plain records, in order: the first word
-        is one a template starts with (or Error:), or the message goes on over
-        more lines, or the record is among the file's first."""
+    def _error_lines(self, block: RecordBlock, messages: list[str]) -> dict[int, tuple[int, int, int]]:
+        """The block's ``Error: N, Severity: S, State: X.`` lines (row -> the
+        numbers), in row order.  Such a line's first word is ``Error:``; its
+        numbers are cached by text (a brute force repeats one line)."""
+        cache = self.error_numbers
+        if len(cache) > 100_000:  # hostile input: every Error: line different
+            cache.clear()
+        found = {}
+        for i in compress(count(), map("Error:".__eq__, block.columns[2])):
+            text = messages[i]
+            numbers = cache.get(text)
+            if numbers is None:
+                m = ERROR_LINE.match(text)
+                numbers = cache[text] = (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else ()
+            if numbers:
+                found[i] = numbers
+        return found
+
+    def _to_build(self, block: RecordBlock, errors: dict[int, tuple[int, int, int]]) -> list[int]:
+        """Rows other than Error: lines that may be more than plain records,
+        in order: the message starts as some template does, or it goes on
+        over more lines, or the record is among the file's first, or it
+        follows an Error: line (and decides whether that is a pair)."""
         firsts, lines, n = block.columns[2], block.lines, len(block)
         distinct, known = set(firsts), self.first_words
         if len(known) + len(distinct) > 100_000:  # hostile input: every first word different
             known.clear()
         for word in distinct.difference(known):
-            known[word] = word.lower() in self.words
+            lower = word.lower()
+            known[word] = (self.leads[lower] or True) if lower in self.leads else False
         hits = {word for word in distinct if known[word]}
         special = list(compress(count(), map(hits.__contains__, firsts)))
-        # The record after an Error: line decides whether it is a pair.
-        extra = [i + 1 for i in special if i + 1 < n and firsts[i].startswith("Error:")]
+        led = {word: known[word] for word in hits if known[word] is not True}
+        if led:
+            # Only the first word is shared with a template: most such rows
+            # (backups, DBCC runs) are plain, told by a prefix test.
+            raw = block.columns[3]
+            special = [i for i in special if firsts[i] not in led or raw[i].startswith(led[firsts[i]])]
+        extra = [i + 1 for i in errors if i + 1 < n]
         extra += block.multiline
         extra += [i for i in range(min(n, 3)) if lines[i] <= 3]
         if self.pending is not None:
             extra.append(0)
-        return sorted({*special, *extra}) if extra else special
+        return sorted({*special, *extra}.difference(errors))
 
     def of(self, block: RecordBlock) -> Iterator[EventColumns]:
         classified = self.classified
@@ -278,48 +338,49 @@ class _BlockRows:
         n = len(messages)
         columns: list[list] = [["log_message"] * n, [None] * n, messages, ts_col, list(lines),
                                [None] * n, [None] * n, [None] * n, [None] * n, _plain_attributes(proc_col)]
-        keep: list[bool] | None = None  # rows merged into the row before them are not kept
         before: list[_Row] = []  # rows of a record held back from the previous block
         built: dict[int, _Row] = {}  # rows that replace plain ones
-        pending = self.pending
-        for i in self._to_build(block):
-            ts, process, message, line = ts_col[i], proc_col[i], messages[i], lines[i]
-            if pending is not None:
-                p, pending = pending, None
-                if ts == p.ts and process == p.process and not ERROR_LINE.match(message):
-                    # Never None: a merged pair has the Error: line's number.
-                    row = classified.row(p.line, ts, process, message, p.error, line)
-                    if p.index is None:  # the Error: line ended the previous block
-                        built[i] = row
-                    else:
-                        built[p.index] = row
-                        keep = keep or [True] * n
-                        keep[i] = False
-                    continue
-                if p.index is None:
-                    before.append(classified.lone_error(p))
-                else:
-                    built[p.index] = classified.lone_error(p)
-            if message.startswith("Error:"):
-                m = ERROR_LINE.match(message)
-                if m:
-                    error = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
-                    pending = _PendingError(line, ts, process, error, message, i)
-                    continue
-            row = classified.row(line, ts, process, message)
+        merged: list[int] = []  # message rows merged into the Error: line before them
+        errors = self._error_lines(block, messages)
+        todo = self._to_build(block, errors)
+        # An Error: line and the next record, written at the same time by the
+        # same process, are one event (unless that record is an Error: line
+        # too).  Rows: the pair's row replaces the Error: line's; a lone
+        # Error: line keeps its own, marked unpaired.
+        pending, self.pending = self.pending, None
+        if pending is not None:  # the previous block ended with an Error: line
+            if 0 not in errors and ts_col[0] == pending.ts and proc_col[0] == pending.process:
+                # Never None: a merged pair has the Error: line's number.
+                built[0] = classified.row(pending.line, ts_col[0], proc_col[0], messages[0], pending.error, lines[0])
+                todo = todo[1:] if todo and todo[0] == 0 else todo
+            else:
+                before.append(classified.lone_error(pending))
+        for j, error in errors.items():
+            i = j + 1
+            if i == n:  # the block ends here: the next one decides
+                self.pending = _PendingError(lines[j], ts_col[j], proc_col[j], error, messages[j])
+            elif i not in errors and ts_col[i] == ts_col[j] and proc_col[i] == proc_col[j]:
+                built[j] = classified.row(lines[j], ts_col[i], proc_col[i], messages[i], error, lines[i])
+                merged.append(i)
+            else:
+                built[j] = classified.lone_error(_PendingError(lines[j], ts_col[j], proc_col[j], error,
+                                                               messages[j]))
+        if merged:
+            todo = sorted(set(todo).difference(merged))
+        row_of = classified.row
+        for i in todo:
+            row = row_of(lines[i], ts_col[i], proc_col[i], messages[i])
             if row is not None:
                 built[i] = row
         _scatter(columns, built)
-        if pending is not None:
-            # An Error: line ends the block (the record after it is always
-            # looked at): hold it back for the next block.
-            keep = keep or [True] * n
-            keep[pending.index] = False  # type: ignore[index]
-            pending = pending._replace(index=None)
-        self.pending = pending
+        if self.pending is not None:
+            merged.append(n - 1)  # held back for the next block
         if before:
             yield _columns(self.source, before)
-        if keep is not None:
+        if merged:
+            keep = [True] * n
+            for i in merged:
+                keep[i] = False
             columns = [list(compress(column, keep)) for column in columns]
         if columns[0]:
             yield EventColumns(self.source, "Event Logged", *columns)

@@ -132,6 +132,34 @@ def dispatch_words() -> frozenset[str]:
     return frozenset(_templates()[0])
 
 
+_REGEX_META = frozenset("\\.^$*+?{}[]|()")
+
+
+def literal_lead(pattern: str) -> str:
+    """The text every match of ``pattern`` starts with: its plain characters
+    up to the first regex syntax (a character a quantifier follows is not
+    sure to be there, so it is left out)."""
+    for i, ch in enumerate(pattern):
+        if ch in _REGEX_META:
+            return pattern[:i - 1] if ch in "*+?{" and i else pattern[:i]
+    return pattern
+
+
+@cache
+def dispatch_leads() -> dict[str, tuple[str, ...] | None]:
+    """For each dispatch word (lower case), the literal texts its templates
+    start with, or None when some template's start is not literal.  A
+    message (with no event id) that starts with none of them matches no
+    template, so it needs no classifying: "BACKUP DATABASE successfully
+    processed ..." shares only its first word with "BACKUP failed ...".
+    """
+    leads: dict[str, tuple[str, ...] | None] = {}
+    for word, templates in _templates()[0].items():
+        texts = tuple(literal_lead(t.regex.pattern) for t in templates)
+        leads[word] = None if not all(texts) else texts
+    return leads
+
+
 def classify(text: str, event_id: int | None = None) -> MessageMatch | None:
     """The known template that ``text`` matches, or None (see :func:`_classify`).
 

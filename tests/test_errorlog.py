@@ -217,3 +217,48 @@ def test_lone_carriage_return_in_a_message_forges_no_record():
     assert [e.source_record for e in events] == [1, 2, 3]
     assert events[1].message == "user text\r2025-06-01 09:22:46.00 Server      forged record"
     assert events[2].message == "next"
+
+
+def test_messages_sharing_only_a_first_word_with_a_template_stay_plain():
+    """The record filter tests a template's literal start, not only its first
+    word: a backup or DBCC run is plain, the templates' own lines are not."""
+    lines = [
+        "2025-06-01 10:00:00.00 Backup      BACKUP DATABASE successfully processed 100 pages in 0.1 seconds.",
+        "2025-06-01 10:00:01.00 Backup      BACKUP failed to complete the command BACKUP LOG db1.",
+        "2025-06-01 10:00:02.00 spid52      DBCC CHECKDB (db1) executed by sa found 0 errors.",
+        "2025-06-01 10:00:03.00 spid52      DBCC TRACEON 3604, server process ID (SPID) 52. This is an informational message only.",
+        "2025-06-01 10:00:04.00 spid52      Setting something else",
+        "2025-06-01 10:00:05.00 spid52      Setting database option TRUSTWORTHY to ON for database 'db1'.",
+        "2025-06-01 10:00:06.00 spid52      sql server blocked access to procedure 'sys.xp_cmdshell' of component "
+        "'xp_cmdshell' because this component is turned off",
+        "2025-06-01 10:00:07.00 spid52      SQL Server blocked access to procedure 'sys.xp_cmdshell' of component "
+        "'xp_cmdshell' because this component is turned off",
+    ]
+    events, warnings = parse_bytes(("\n".join(["2025-06-01 09:59:59.00 Server      start"] * 4 + lines)
+                                    + "\n").encode())
+    assert warnings == []
+    got = [(e.event_type, e.event_id) for e in events[4:]]
+    assert got == [("log_message", None), ("backup_failed", 3041), ("log_message", None),
+                   ("trace_flag_set", 17550), ("log_message", None), ("database_option_set", 5084),
+                   ("log_message", None), ("feature_blocked", 15281)], got
+
+
+def test_error_line_chains_pair_only_with_a_message():
+    """Error:, Error:, message: the first is unpaired, the second pairs; an
+    Error: line of another process or time is unpaired too."""
+    lines = [
+        "2025-06-01 10:00:00.00 Logon       Error: 18456, Severity: 14, State: 8.",
+        "2025-06-01 10:00:00.00 Logon       Error: 18456, Severity: 14, State: 5.",
+        "2025-06-01 10:00:00.00 Logon       Login failed for user 'sa'. Reason: Password did not match. [CLIENT: 10.0.0.9]",
+        "2025-06-01 10:00:01.00 spid51      Error: 50000, Severity: 16, State: 1.",
+        "2025-06-01 10:00:01.00 spid52      Launched startup procedure 'sp_x'.",
+        "2025-06-01 10:00:02.00 Logon       Error: 18456, Severity: 14, State: 8.",
+    ]
+    events, _ = parse_bytes(("\n".join(["2025-06-01 09:59:59.00 Server      start"] * 4 + lines) + "\n").encode())
+    got = [(e.event_type, e.event_id, e.attributes.get("state"), bool(e.attributes.get("unpaired")),
+            e.attributes.get("error_line"), e.source_record) for e in events[4:]]
+    assert got == [("error_reported", 18456, 8, True, None, 5),
+                   ("login_failed", 18456, 5, False, 7, 6),
+                   ("error_reported", 50000, 1, True, None, 8),
+                   ("startup_procedure_launched", 17135, None, False, None, 9),
+                   ("error_reported", 18456, 8, True, None, 10)], got
