@@ -126,12 +126,6 @@ def _appdomain_fields(result: MessageMatch) -> None:
         result.attributes["appdomain_owner"] = m.group("owner")
 
 
-def dispatch_words() -> frozenset[str]:
-    """First words (lower case) that some template starts with: a message
-    whose first word is not here matches no template."""
-    return frozenset(_templates()[0])
-
-
 _REGEX_META = frozenset("\\.^$*+?{}[]|()")
 
 
