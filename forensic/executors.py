@@ -103,11 +103,19 @@ class ProcessPoolExecutor:
             pool = self._new_pool() if fresh else self._live_pool()
             fresh = True
             futures = {}
+            broken = False
             with _sigint_deferred():  # the first submit forks the workers
                 for i in sorted(todo):
+                    try:
+                        future = pool.submit(fn, pending[i])
+                    except BrokenProcessPool:
+                        # A live pool's workers start on the first tasks at
+                        # once: one may die while the rest are submitted.
+                        # Those not submitted wait for the next pool.
+                        broken = True
+                        break
                     attempts[i] += 1
-                    futures[pool.submit(fn, pending[i])] = i
-            broken = False
+                    futures[future] = i
             for fut in cf.as_completed(futures):
                 i = futures[fut]
                 try:

@@ -39,3 +39,36 @@ def test_map_after_a_worker_died_gets_a_sound_pool():
         ex.close()
     assert isinstance(first[-1], TaskFailed) and first[1] == 2 and first[2] == 4
     assert second == {3: 6, 4: 8}
+
+
+class _PoolThatBreaksOnSecondSubmit:
+    """A pool whose worker dies while tasks are still being submitted (a
+    warm pool starts on the first task at once)."""
+
+    _broken = False
+
+    def __init__(self):
+        self.submits = 0
+
+    def submit(self, fn, task):
+        import concurrent.futures as cf
+        from concurrent.futures.process import BrokenProcessPool
+        self.submits += 1
+        if self.submits == 2:
+            raise BrokenProcessPool("a worker died")
+        done = cf.Future()
+        done.set_result(fn(task))
+        return done
+
+    def shutdown(self, wait=True, cancel_futures=False):
+        pass
+
+
+def test_pool_breaking_during_submission_runs_the_rest_on_a_new_pool():
+    ex = ProcessPoolExecutor(2)
+    ex._pool = _PoolThatBreaksOnSecondSubmit()
+    try:
+        results = dict(ex.map_unordered(_die_on_minus_one, [1, 2, 3]))
+    finally:
+        ex.close()
+    assert results == {1: 2, 2: 4, 3: 6}
