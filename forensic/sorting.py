@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -106,18 +107,24 @@ def _key_at(table: pa.Table, i: int) -> tuple[int, str, int]:
     return ts, row.column("source_file")[0].as_py(), _TS_MAX if rec is None else rec
 
 
-def _in_order(parts: list[pa.Table]) -> list[pa.Table] | None:
-    """``parts`` (each sorted) ordered so that their concatenation is sorted,
-    or None when their key ranges overlap.  Inputs seldom overlap in time (a
-    rotation set, trace rollover files, archived event logs): their steps
-    then need no sort and no copy of the rows."""
-    if len(parts) == 1:
-        return parts
-    spans = sorted(((_key_at(p, 0), _key_at(p, p.num_rows - 1), p) for p in parts), key=lambda s: s[0])
-    for (_f, last, _p), (first, _l, _q) in zip(spans, spans[1:], strict=False):
-        if last > first:
+class _Part(NamedTuple):
+    """Rows a run gives to one merge step, with their first and last key."""
+
+    table: pa.Table
+    first: tuple[int, str, int]
+    last: tuple[int, str, int]
+
+
+def _in_order(parts: list[_Part]) -> list[pa.Table] | None:
+    """The tables of ``parts`` (each sorted) ordered so that their
+    concatenation is sorted, or None when their key ranges overlap.  Inputs
+    seldom overlap in time (a rotation set, trace rollover files, archived
+    event logs): their steps then need no sort and no copy of the rows."""
+    spans = sorted(parts, key=lambda p: p.first)
+    for before, after in zip(spans, spans[1:], strict=False):
+        if before.last > after.first:
             return None
-    return [p for _f, _l, p in spans]
+    return [p.table for p in spans]
 
 
 def _ts_ints(table: pa.Table) -> pa.Array:
@@ -173,16 +180,18 @@ class _RunCursor:
     def last_key(self) -> tuple[int, str, int]:
         return self._first_last()[1]
 
-    def _take(self, n: int) -> pa.Table:
-        if not n:
-            return self.buffer.slice(0, 0)
+    def _take(self, n: int) -> _Part:
+        """The first ``n`` buffered rows (n > 0) with their keys."""
+        first, last = self._first_last()
         out = self.buffer.slice(0, n)
+        if n < self.buffer.num_rows:
+            last = _key_at(out, n - 1)
         self.buffer = self.buffer.slice(n)
         self._keys = None
-        return out
+        return _Part(out, first, last)
 
-    def take_upto(self, bound: tuple[int, str, int] | None) -> pa.Table:
-        """The buffered rows up to ``bound`` (all of them for None).
+    def take_upto(self, bound: tuple[int, str, int] | None) -> _Part | None:
+        """The buffered rows up to ``bound`` (all of them for None), or None.
 
         Runs that follow each other in time (a rotation set) are decided
         by the buffer's first and last key alone: a step then costs no
@@ -190,7 +199,7 @@ class _RunCursor:
         if bound is None or self.last_key() <= bound:
             return self._take(self.buffer.num_rows)
         if self.first_key() > bound:
-            return self._take(0)
+            return None
         ts = _ts_ints(self.buffer)
         # Typed scalars: for an untyped Python value pyarrow infers the type
         # and, without python-dateutil installed, searches sys.path for it on
@@ -208,7 +217,7 @@ class _RunCursor:
             recs = pc.fill_null(tied.column("source_record"), _TS_MAX)
             keep = pc.or_(pc.less(files, b_file), pc.and_(pc.equal(files, b_file), pc.less_equal(recs, b_rec)))
             n += pc.sum(pc.cast(keep, pa.int64())).as_py() or 0
-        return self._take(n)
+        return self._take(n) if n else None
 
     def close(self) -> None:
         self._file.close()
@@ -225,14 +234,13 @@ def _merge_once(paths: list[str]) -> Iterator[pa.RecordBatch]:
                 break
             pending = [c for c in live if not c.exhausted]
             bound = min((c.last_key() for c in pending), default=None)
-            parts = [c.take_upto(bound) for c in live]
-            parts = [p for p in parts if p.num_rows]
+            parts = [p for p in (c.take_upto(bound) for c in live) if p is not None]
             if parts:
                 ordered = _in_order(parts)
                 # In order already: one copy into a contiguous table, so the
                 # writer gets a batch per step, not one per small run batch.
                 merged = (pa.concat_tables(ordered).combine_chunks() if ordered
-                          else sort_table(pa.concat_tables(parts)))
+                          else sort_table(pa.concat_tables([p.table for p in parts])))
                 yield from merged.to_batches(max_chunksize=50_000)
                 # Let go of this step's rows before reading the next: the
                 # parts hold the cursors' old batches, merged their copy.

@@ -1745,14 +1745,7 @@ class _Decoder:
                     f" {database}.{object_name}" if database else f" {object_name}")
             elif database:
                 message += f" {database}"
-        if role:
-            message += f" role {role}"
-        if user:
-            message += f" by {user}"
-        if client:
-            message += f" from {client}"
-        if app:
-            message += f" via {app}"
+        message += _suffix(role, user, client, app)
         if detail is not None:
             message += f": {detail}"
         return kind, message, user, database, object_name, object_type

@@ -195,8 +195,7 @@ class _Classified:
 
     MAX = 20_000
 
-    def __init__(self, source: str):
-        self.source = source
+    def __init__(self):
         # (message, error) -> (part, {(process, paired): JSON or (before, after)})
         self.parts: dict[tuple, tuple[MessagePart, dict]] = {}
 
@@ -205,14 +204,14 @@ class _Classified:
         """The record's row, or None when it is a plain one after all (a
         one-line message that matched no template)."""
         if line <= 3:  # the banner is told by its position: never cached
-            part = message_part(message, error, True)
-            if part.plain and "\n" not in message:
-                return None
-            attrs = attributes_json(self.attributes(part, process, error_line))
+            part, texts = message_part(message, error, True), None
         else:
             part, texts = self.entry(message, error)
-            if part.plain and "\n" not in message:
-                return None
+        if part.plain and "\n" not in message:
+            return None
+        if texts is None:
+            attrs = attributes_json(self.attributes(part, process, error_line))
+        else:
             paired = error_line is not None
             text = texts.get((process, paired))
             if text is None:
@@ -248,12 +247,12 @@ class _Classified:
                 return before + '"error_line":', after
         return text
 
-    def lone_error(self, pending: _PendingError) -> _Row:
+    def lone_error(self, line: int, ts: str, process: str, error: tuple[int, int, int], message: str) -> _Row:
         """An Error: line with no message after it (log cut, or interleaved)."""
-        part = self.entry(pending.message, pending.error)[0]
-        attrs = self.attributes(part, pending.process, None)
+        part = self.entry(message, error)[0]
+        attrs = self.attributes(part, process, None)
         attrs["unpaired"] = True
-        return (part.event_type, part.event_id, part.message, pending.ts, pending.line, part.user,
+        return (part.event_type, part.event_id, part.message, ts, line, part.user,
                 part.database, part.object_name, part.object_type, attributes_json(attrs))
 
 
@@ -274,7 +273,7 @@ class _BlockRows:
 
     def __init__(self, source: str):
         self.source = source
-        self.classified = _Classified(source)
+        self.classified = _Classified()
         self.pending: _PendingError | None = None
         # "error:" is the first word of an Error: N, Severity: S, State: X. line.
         self.leads: dict[str, tuple[str, ...] | None] = {**dispatch_leads(), "error:": None}
@@ -306,8 +305,8 @@ class _BlockRows:
     def _to_build(self, block: RecordBlock, errors: dict[int, tuple[int, int, int]]) -> list[int]:
         """Rows other than Error: lines that may be more than plain records,
         in order: the message starts as some template does, or it goes on
-        over more lines, or the record is among the file's first, or it
-        follows an Error: line (and decides whether that is a pair)."""
+        over more lines, or the record is among the file's first.  (A record
+        after an Error: line needs no place here: ``of`` pairs it.)"""
         firsts, lines, n = block.columns[2], block.lines, len(block)
         distinct, known = set(firsts), self.first_words
         if len(known) + len(distinct) > 100_000:  # hostile input: every first word different
@@ -323,11 +322,7 @@ class _BlockRows:
             # (backups, DBCC runs) are plain, told by a prefix test.
             raw = block.columns[3]
             special = [i for i in special if firsts[i] not in led or raw[i].startswith(led[firsts[i]])]
-        extra = [i + 1 for i in errors if i + 1 < n]
-        extra += block.multiline
-        extra += [i for i in range(min(n, 3)) if lines[i] <= 3]
-        if self.pending is not None:
-            extra.append(0)
+        extra = [*block.multiline, *(i for i in range(min(n, 3)) if lines[i] <= 3)]
         return sorted({*special, *extra}.difference(errors))
 
     def of(self, block: RecordBlock) -> Iterator[EventColumns]:
@@ -354,7 +349,7 @@ class _BlockRows:
                 built[0] = classified.row(pending.line, ts_col[0], proc_col[0], messages[0], pending.error, lines[0])
                 todo = todo[1:] if todo and todo[0] == 0 else todo
             else:
-                before.append(classified.lone_error(pending))
+                before.append(classified.lone_error(*pending))
         for j, error in errors.items():
             i = j + 1
             if i == n:  # the block ends here: the next one decides
@@ -363,8 +358,7 @@ class _BlockRows:
                 built[j] = classified.row(lines[j], ts_col[i], proc_col[i], messages[i], error, lines[i])
                 merged.append(i)
             else:
-                built[j] = classified.lone_error(_PendingError(lines[j], ts_col[j], proc_col[j], error,
-                                                               messages[j]))
+                built[j] = classified.lone_error(lines[j], ts_col[j], proc_col[j], error, messages[j])
         if merged:
             todo = sorted(set(todo).difference(merged))
         row_of = classified.row
@@ -387,7 +381,7 @@ class _BlockRows:
 
     def end(self) -> Iterator[EventColumns]:
         if self.pending is not None:
-            yield _columns(self.source, [self.classified.lone_error(self.pending)])
+            yield _columns(self.source, [self.classified.lone_error(*self.pending)])
             self.pending = None
 
 

@@ -35,30 +35,6 @@ def build(rows) -> dict[str, pa.Table]:
     return tables
 
 
-@settings(max_examples=60, deadline=None)
-@given(rows_strategy, st.integers(1, 7))
-def test_merge_equals_full_sort(tmp_path_factory, rows, run_rows):
-    folder = tmp_path_factory.mktemp("runs")
-    old = (sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN)
-    sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN = 3, 3  # force tiny buffers and merge rounds
-    try:
-        paths = []
-        tables = build(rows)
-        for table in tables.values():
-            w = sorting.SortedRunWriter(str(folder), run_rows=run_rows)
-            for batch in table.to_batches(max_chunksize=2):
-                w.add(batch)
-            paths += w.close()
-        merged = list(sorting.merge_runs(paths, str(folder)))
-        got = pa.Table.from_batches(merged, schema=TIMELINE_SCHEMA) if merged else TIMELINE_SCHEMA.empty_table()
-    finally:
-        sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN = old
-    expected = sorting.sort_table(pa.concat_tables(list(tables.values()))) if tables else TIMELINE_SCHEMA.empty_table()
-    key = ["timestamp", "source_file", "source_record"]
-    assert got.select(key).to_pylist() == expected.select(key).to_pylist()
-    assert got.num_rows == len(rows)
-
-
 def _merge(folder, tables, run_rows) -> pa.Table:
     paths = []
     for table in tables.values():
@@ -68,6 +44,22 @@ def _merge(folder, tables, run_rows) -> pa.Table:
         paths += w.close()
     merged = list(sorting.merge_runs(paths, str(folder)))
     return pa.Table.from_batches(merged, schema=TIMELINE_SCHEMA) if merged else TIMELINE_SCHEMA.empty_table()
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows_strategy, st.integers(1, 7))
+def test_merge_equals_full_sort(tmp_path_factory, rows, run_rows):
+    old = (sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN)
+    sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN = 3, 3  # force tiny buffers and merge rounds
+    try:
+        tables = build(rows)
+        got = _merge(tmp_path_factory.mktemp("runs"), tables, run_rows)
+    finally:
+        sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN = old
+    expected = sorting.sort_table(pa.concat_tables(list(tables.values()))) if tables else TIMELINE_SCHEMA.empty_table()
+    key = ["timestamp", "source_file", "source_record"]
+    assert got.select(key).to_pylist() == expected.select(key).to_pylist()
+    assert got.num_rows == len(rows)
 
 
 @settings(max_examples=60, deadline=None)
