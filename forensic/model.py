@@ -103,6 +103,10 @@ class InputEvidence:
     anchors: list[TimeAnchor] = field(default_factory=list)
     # Free-form facts for the manifest (e.g. trace options, version banner).
     facts: dict[str, Any] = field(default_factory=dict)
+    # Where a parse may start inside the input, as (byte offset, line number)
+    # of a record's first line, in file order: a big log can then be parsed
+    # in pieces by several workers (forensic.pieces).  Empty: whole only.
+    cuts: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -33,6 +33,7 @@ from forensic.schema import TIMELINE_COLUMNS, TIMELINE_SCHEMA, BatchBuilder, att
 from forensic.sorting import SortedRunWriter
 from forensic.timezones import TimeContext
 from parsers.base import Source
+from parsers.textio import Span
 
 HASH_CHUNK = 1 << 20
 MAX_WARNINGS_KEPT = 200  # per input in the manifest; the rest are counted
@@ -48,6 +49,8 @@ class PrescanTask:
     display_path: str
     size: int
     parser_name: str | None
+    # Find places to cut the input for a parse in pieces (forensic.pieces).
+    cuts: bool = False
 
 
 @dataclass
@@ -72,6 +75,8 @@ def run_prescan_task(task: PrescanTask) -> PrescanResult:
         return PrescanResult(task.path, sha, InputEvidence())
     src = Source(task.display_path, task.size, partial(open_evidence, task.path))
     try:
+        if task.cuts and getattr(parser, "cuttable", False):
+            return PrescanResult(task.path, sha, prescan(src, cuts=True))
         return PrescanResult(task.path, sha, prescan(src))
     except Exception as exc:  # noqa: BLE001 - evidence must never crash the run
         return PrescanResult(task.path, sha, InputEvidence(),
@@ -96,6 +101,8 @@ class ParseTask:
     # Engine annotations for time windows: {"setup_mode": [(start, end|None)]}
     windows: dict[str, list] = field(default_factory=dict)
     spill_dir: str = ""
+    # Only this part of the input (a piece of a big log: forensic.pieces).
+    span: Span | None = None
 
 
 @dataclass
@@ -118,6 +125,7 @@ class InputReport:
     facts: ObjectFacts = field(default_factory=ObjectFacts)
     parser_stats: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Any] = field(default_factory=dict)  # accounting, filled by the timeline run
+    pieces: int = 1  # tasks the input was parsed in (forensic.pieces)
 
     def add_warning(self, w: ParseWarning) -> None:
         self.warning_count += 1
@@ -193,7 +201,7 @@ def _input_batches(task: ParseTask, report: InputReport) -> Iterator[pa.RecordBa
     rules = _ruleset(task.rule_paths)
     builder = BatchBuilder(task.display_path, task.sha256)
     try:
-        gen = parser.parse(src, task.options)
+        gen = parser.parse(src, task.options if task.span is None else {**task.options, "span": task.span})
         while True:
             try:
                 item = next(gen)

@@ -27,6 +27,7 @@ from forensic.executors import TaskFailed, make_executor
 from forensic.instances import InstanceDirectory, build_directory
 from forensic.manifest import write_manifest
 from forensic.model import InputEvidence
+from forensic.pieces import join_reports, may_split, split_tasks, task_bytes
 from forensic.pipeline import (
     InputReport,
     ParseTask,
@@ -96,7 +97,7 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
                 shared.append(os.path.dirname(os.path.abspath(opts.output)))
             require_visible(shared)
         prescan: dict[str, PrescanResult] = {}
-        tasks = [PrescanTask(i.path, i.display_path, i.size, i.parser_name)
+        tasks = [PrescanTask(i.path, i.display_path, i.size, i.parser_name, cuts=may_split(i.path, i.size, opts.workers))
                  for i in found.inputs + found.skipped + found.containers]
         for task, result in executor.map_unordered(run_prescan_task, tasks):
             if isinstance(result, TaskFailed):
@@ -131,17 +132,30 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
                     annotations={"cycle_burst": bursts[att.group]} if att.group in bursts else {},
                     windows={"setup_mode": setups[att.group]} if att.group in setups else {},
                     spill_dir=scratch))
-            # Big inputs first: better load balance across workers.
-            parse_tasks.sort(key=lambda t: -t.size)
+            # Big logs in pieces (forensic.pieces), then big tasks first:
+            # every worker busy to the end.
+            parse_tasks = split_tasks(parse_tasks, {p: r.evidence.cuts for p, r in prescan.items() if r.evidence},
+                                      opts.workers)
+            parse_tasks.sort(key=lambda t: -task_bytes(t))
             by_path = {i.path: i for i in found.inputs}
+            tasks_left = Counter(t.path for t in parse_tasks)
+            pieces: dict[str, list] = {}
             for task, result in executor.map_unordered(run_parse_task, parse_tasks):
                 if isinstance(result, TaskFailed):
                     rep = InputReport(task.path, task.display_path, task.parser_name)
                     rep.damaged = True
-                    rep.errors.append(str(result))
+                    where = "" if task.span is None else f" (piece from byte {task.span.start})"
+                    rep.errors.append(f"{result}{where}")
                     result = rep
-                reports[task.path] = result
-                hook("parsed", by_path[task.path], by_path[task.path].size)
+                if task.span is None:
+                    reports[task.path] = result
+                else:
+                    pieces.setdefault(task.path, []).append((task.span, result))
+                tasks_left[task.path] -= 1
+                if not tasks_left[task.path]:
+                    hook("parsed", by_path[task.path], by_path[task.path].size)
+            for path, parts in pieces.items():
+                reports[path] = join_reports(parts)
             runs = [r for rep in reports.values() for r in rep.runs]
             hook("merging", None, 0)
             facts = ObjectFacts()
@@ -273,6 +287,7 @@ def build_manifest(opts: RunOptions, found: DiscoveryResult, prescan: dict[str, 
             "attribution": att.how,
             "time_zone": _time_zone_entry(att.group, rep, ctx),
             "parser_stats": rep.parser_stats if rep else {},
+            "pieces": rep.pieces if rep else 0,
             "facts": ev.facts if ev else {},
         })
     skipped = [{"path": i.display_path, "size": i.size,

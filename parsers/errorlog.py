@@ -35,7 +35,7 @@ from forensic.schema import attributes_json
 from forensic.timezones import pair_offset, parse_offset, parse_pair_time
 from parsers.base import Source
 from parsers.sqlmessages import classify, dispatch_leads
-from parsers.textio import DecodeReport, decode_head, detect_encoding, iter_decoded
+from parsers.textio import DecodeReport, Encoding, Span, decode_head, detect_encoding, iter_decoded
 from parsers.textlog import RecordBlock, iter_record_batches
 
 SOURCE = "errorlog"
@@ -389,6 +389,7 @@ class ErrorlogParser:
     name = "errorlog"
     artifact_type = "errorlog"
     source = SOURCE
+    cuttable = True  # parse(options={"span": ...}) and prescan(cuts=True)
 
     def sniff(self, head: bytes, name: str) -> bool:
         text = decode_head(head)
@@ -410,7 +411,8 @@ class ErrorlogParser:
         turns the blocks into events for consumers that want objects.
         """
         rows = _BlockRows(self.source)
-        for block in iter_record_batches(src, RECORD_START, head_re=RECORD_HEAD):
+        span: Span | None = (options or {}).get("span")  # a piece of a big log (prescan's cuts)
+        for block in iter_record_batches(src, RECORD_START, head_re=RECORD_HEAD, span=span):
             if isinstance(block, ParseWarning):
                 yield block
             elif block:
@@ -418,8 +420,8 @@ class ErrorlogParser:
         yield from rows.end()
 
     # -- cheap first pass ---------------------------------------------------
-    def prescan(self, src: Source) -> InputEvidence:
-        return prescan_errorlog(src)
+    def prescan(self, src: Source, cuts: bool = False) -> InputEvidence:
+        return prescan_errorlog(src, cuts)
 
 
 _P_ADJ = re.compile(rf"^({_TS}) +\S+ +UTC adjustment: ([+-]?\d{{1,2}}:\d{{2}})", re.MULTILINE)
@@ -433,10 +435,17 @@ _P_BANNER = re.compile(rf"^({_TS}) +\S+ +(Microsoft SQL Server \d{{4}}[^\r\n]*)"
 
 
 _PRESCAN_MAX_LINE = 1 << 16
+# A place to cut the log for a parse in pieces, about every CUT_SPACING bytes:
+# the first line of a record whose previous line is a one-line record other
+# than an Error: line (whose message would be on the other side of the cut).
+CUT_SPACING = 1 << 20
+_CUT = re.compile(rf"\n(?={_TS} )")
+_CUT_TRIES = 64
 
 
-def prescan_errorlog(src: Source) -> InputEvidence:
-    """Instance names and time-zone anchors, by a few patterns over the text."""
+def prescan_errorlog(src: Source, cuts: bool = False) -> InputEvidence:
+    """Instance names and time-zone anchors, by a few patterns over the text;
+    with ``cuts``, places where a parse in pieces may start."""
     ev = InputEvidence()
     instances_from_params: list[str] = []
     instance_dirs: list[str] = []
@@ -445,10 +454,20 @@ def prescan_errorlog(src: Source) -> InputEvidence:
     m = _INSTANCE_DIR.search(src.display_path + "/")
     if m:
         instance_dirs.append(m.group(1))
+    found: list[tuple[int, int]] = []
+    positions: list[int] = []  # byte offset of each decoded chunk
+    newlines = 0  # before the current chunk
+    cuttable = cuts  # and no NULs: a piece's own warnings would then split one count
     with src.open() as stream:
         encoding = detect_encoding(stream.read(4096))
         carry = ""
-        for chunk in iter_decoded(stream, encoding, report):
+        for chunk in iter_decoded(stream, encoding, report, positions=positions):
+            if cuttable:
+                if "\x00" in chunk:
+                    cuttable = False
+                else:
+                    more, newlines = _cuts_in(chunk, positions[-1], newlines, encoding, found[-1][0] if found else 0)
+                    found.extend(more)
             text = carry + chunk.replace("\r", "")
             cut = text.rfind("\n")
             if cut == -1:
@@ -474,7 +493,47 @@ def prescan_errorlog(src: Source) -> InputEvidence:
         ev.instance = "MSSQLSERVER"  # a server name without \INSTANCE is the default instance
     if cycles:
         ev.facts["cycle_times"] = cycles
+    # Byte offsets of cuts come from the decoded text: exact only when no byte
+    # was replaced (and no fall-back codec took over).
+    if cuttable and not report.bad_sequences:
+        ev.cuts = found
     return ev
+
+
+def _cuts_in(chunk: str, start: int, newlines: int, encoding: Encoding, last: int
+             ) -> tuple[list[tuple[int, int]], int]:
+    """Places in the decoded ``chunk`` (its first character at byte ``start``,
+    after ``newlines`` line breaks) where a parse in pieces may start, about
+    CUT_SPACING bytes apart after the last one (at byte ``last``), as
+    (byte offset, line number); and the line breaks up to the chunk's end
+    (one pass over the text counts them)."""
+    out: list[tuple[int, int]] = []
+    ascii_only = chunk.isascii()  # then every character is one code unit
+    pos, byte = 0, start
+    while True:
+        ahead = (out[-1][0] if out else last) + CUT_SPACING - byte
+        at = _cut_at(chunk, pos + max(0, ahead) // encoding.unit)
+        if at is None:
+            return out, newlines + chunk.count("\n", pos)
+        part = chunk[pos:at]
+        byte += len(part) * encoding.unit if ascii_only else len(part.encode(encoding.codec))
+        newlines += part.count("\n")
+        pos = at
+        out.append((byte, 1 + newlines))
+
+
+def _cut_at(chunk: str, begin: int) -> int | None:
+    """The first place at or after ``begin`` where a parse may start, or None."""
+    for tries, m in enumerate(_CUT.finditer(chunk, begin)):
+        if tries == _CUT_TRIES:
+            break
+        end = m.start()
+        line_start = chunk.rfind("\n", 0, end) + 1
+        if line_start == 0:
+            continue  # the line before began in the previous chunk
+        if RECORD_START.match(chunk, line_start) and "Error:" not in chunk[line_start:end]:
+            return end + 1
+    return None
 
 
 # Literal needles first, the anchored pattern only on the lines they hit:

@@ -84,13 +84,30 @@ class _Counter:
 _handler_seq = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A part of a text input that starts at a line's first byte: ``start``
+    and ``end`` are byte offsets (``end`` None: to the end of the input) and
+    ``line`` is the 1-based number of the line at ``start``.  A big log is
+    parsed in spans by several workers at once (``forensic.pieces``)."""
+
+    start: int
+    end: int | None
+    line: int
+
+
 def iter_decoded(stream: BinaryIO, encoding: Encoding, report: DecodeReport,
-                 chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+                 chunk_bytes: int = CHUNK_BYTES, span: Span | None = None,
+                 positions: list[int] | None = None) -> Iterator[str]:
     """Decode ``stream`` chunk by chunk; bad bytes become U+FFFD and are counted.
 
     UTF-8 input with many invalid sequences (a Windows-1252 file, say) is
     re-decoded as cp1252 from the start of the next chunk on, and the report
     says so: that keeps text readable without guessing per line.
+
+    ``span``: decode only those bytes (positions in the report stay those of
+    the whole input).  ``positions``: gets, for each text yielded, the byte
+    offset of its first character.
     """
     global _handler_seq
     _handler_seq += 1
@@ -99,11 +116,17 @@ def iter_decoded(stream: BinaryIO, encoding: Encoding, report: DecodeReport,
     codecs.register_error(name, _Counter(report, base))
     codec = encoding.codec
     decoder = codecs.getincrementaldecoder(codec)(errors=name)
-    stream.seek(0)
-    skip = encoding.bom
-    offset = 0
+    if span is not None and span.start > 0:
+        stream.seek(span.start)
+        skip, offset = 0, span.start
+    else:
+        stream.seek(0)
+        skip, offset = encoding.bom, 0
+    left = None if span is None or span.end is None else span.end - offset
     while True:
-        chunk = stream.read(chunk_bytes)
+        chunk = stream.read(chunk_bytes if left is None else min(chunk_bytes, left))
+        if left is not None:
+            left -= len(chunk)
         if skip:
             chunk, skip = chunk[skip:], 0
             offset += encoding.bom
@@ -111,19 +134,28 @@ def iter_decoded(stream: BinaryIO, encoding: Encoding, report: DecodeReport,
             break
         base[0] = offset
         before = report.bad_sequences
+        # Bytes the decoder still holds from the last chunk (a character cut
+        # in two) belong to this text's first character.
+        held = len(decoder.getstate()[0])
         text = decoder.decode(chunk)
         if codec == "utf-8" and report.bad_sequences - before > 16 and report.fallback_codec is None:
             report.fallback_codec = "cp1252"
             codec = "cp1252"
             decoder = codecs.getincrementaldecoder(codec)(errors=name)
             text = chunk.decode("cp1252", errors=name)
+            held = 0
+        if positions is not None:
+            positions.append(offset - held)
         offset += len(chunk)
         yield text
     if encoding.unit == 2 and (offset - encoding.bom) % 2:
         report.odd_trailing_byte = True
     base[0] = offset
+    held = len(decoder.getstate()[0])
     tail = decoder.decode(b"", final=True)
     if tail:
+        if positions is not None:
+            positions.append(offset - held)
         yield tail
 
 

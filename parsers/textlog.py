@@ -18,7 +18,7 @@ from itertools import accumulate, compress, count, repeat
 
 from forensic.model import ParseWarning
 from parsers.base import Source
-from parsers.textio import DecodeReport, detect_encoding, iter_decoded
+from parsers.textio import DecodeReport, Span, detect_encoding, iter_decoded
 
 # No real log record is this long (banners and audit text are a few KiB).  A
 # longer one keeps its first MAX_RECORD_CHARS characters and the rest is
@@ -66,7 +66,8 @@ def iter_records(src: Source, record_start: re.Pattern[str],
 
 
 def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = "record",
-                        head_re: re.Pattern[str] | None = None) -> Iterator[list[tuple] | RecordBlock | ParseWarning]:
+                        head_re: re.Pattern[str] | None = None, span: Span | None = None,
+                        ) -> Iterator[list[tuple] | RecordBlock | ParseWarning]:
     """Like :func:`iter_records`, but one batch per decoded chunk: hot loops
     iterate plain tuples instead of one object per record.
 
@@ -83,20 +84,24 @@ def iter_record_batches(src: Source, record_start: re.Pattern[str], what: str = 
     copy of every chunk to remove it), and a lone ``\r``, which SQL Server
     never writes as a line end, starts no line, so text inside a message
     cannot forge a record with one.
+
+    ``span``: only that part of the input, which must start at a record's
+    first line (line numbers and byte positions stay those of the whole
+    input).
     """
     report = DecodeReport()
     with src.open() as stream:
         head = stream.read(4096)
         encoding = detect_encoding(head)
         buf = ""
-        buf_line = 1  # line number of buf[0]
+        buf_line = 1 if span is None else span.line  # line number of buf[0]
         seen_record = False
         pending_cr = False
         nul_chars = 0  # NULs removed: zero-filled regions (unwritten pages, preallocated files)
         nul_line: int | None = None
         dropped_chars = 0  # tails of overlong records
         overlong_from: int | None = None  # in an overlong record: where the next may start in buf
-        for chunk in iter_decoded(stream, encoding, report):
+        for chunk in iter_decoded(stream, encoding, report, span=span):
             if "\x00" in chunk:
                 if nul_line is None:
                     nul_line = buf_line + buf.count("\n") + chunk.count("\n", 0, chunk.index("\x00"))

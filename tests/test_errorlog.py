@@ -170,7 +170,7 @@ def test_chunk_boundaries_do_not_change_records(monkeypatch):
     monkeypatch.setattr(textio, "CHUNK_BYTES", 37)  # odd size: splits UTF-16 units and CRLFs
     from parsers import textlog
     monkeypatch.setattr(textlog, "iter_decoded",
-                        lambda s, e, r, chunk_bytes=37: textio.iter_decoded(s, e, r, chunk_bytes=37))
+                        lambda s, e, r, **kw: textio.iter_decoded(s, e, r, chunk_bytes=37, **kw))
     small, warnings = parse_bytes(b"\xff\xfe" + text)
     assert warnings == []
     # Every field: an Error: line that ends a chunk is held back and paired

@@ -50,7 +50,7 @@ def test_overlong_record_tail_is_counted_and_later_lines_stay_right(monkeypatch)
     from parsers import textlog
     # Small chunks: the overlong record's tail spans several chunks.
     monkeypatch.setattr(textlog, "iter_decoded",
-                        lambda s, e, r, chunk_bytes=70_001: textio.iter_decoded(s, e, r, chunk_bytes=70_001))
+                        lambda s, e, r, **kw: textio.iter_decoded(s, e, r, chunk_bytes=70_001, **kw))
     long_line = f"{TS} spid51      " + "x" * (MAX_RECORD_CHARS + 150_000)
     text = "\n".join([f"{TS} Server      one", long_line, "\tcontinued", f"{TS} spid52      after",
                       f"{TS} spid53      last"]) + "\n"
