@@ -67,6 +67,7 @@ class ProcessPoolExecutor:
         self.workers = max(1, workers)
         self._pool: cf.ProcessPoolExecutor | None = None
         self._quarantine: set[cf.ProcessPoolExecutor] = set()
+        self._released: list[tuple[cf.ProcessPoolExecutor, threading.Thread]] = []
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is not None:
@@ -162,15 +163,27 @@ class ProcessPoolExecutor:
                 self._quarantine.discard(pool)
                 yield task, result
 
-    def close(self) -> None:
+    def release(self) -> None:
+        """No more maps for now: the workers exit while the caller goes on
+        (the final merge), instead of after it; ``close`` waits for them."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+            # shutdown(wait=False) would forget the processes: wait on a thread.
+            pool, self._pool = self._pool, None
+            waiter = threading.Thread(target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True},
+                                      name="pool-shutdown", daemon=True)
+            waiter.start()
+            self._released.append((pool, waiter))
+
+    def close(self) -> None:
+        self.release()
+        for _pool, waiter in self._released:
+            waiter.join()
+        self._released = []
 
     def terminate(self) -> None:
         """Stop now: kill the workers (their partial work is discarded)."""
-        pools = [p for p in (self._pool, *self._quarantine) if p is not None]
-        self._pool, self._quarantine = None, set()
+        pools = [p for p in (self._pool, *self._quarantine, *(p for p, _w in self._released)) if p is not None]
+        self._pool, self._quarantine, self._released = None, set(), []
         for pool in pools:
             for proc in list((getattr(pool, "_processes", None) or {}).values()):
                 try:

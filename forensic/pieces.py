@@ -18,7 +18,7 @@ from bisect import bisect_left
 from dataclasses import replace
 from math import ceil
 
-from forensic.pipeline import MAX_WARNINGS_KEPT, InputReport, ParseTask
+from forensic.pipeline import MAX_WARNINGS_KEPT, InputReport, ParseTask, PrescanResult, PrescanTask
 from parsers.textio import Span
 
 # No piece smaller than this: a task costs a little on its own (a fresh
@@ -69,6 +69,28 @@ def may_split(path: str, size: int, workers: int) -> bool:
     than a piece, and a file of its own (a seek in a member of an archive or
     image decompresses from the start)."""
     return workers > 1 and size > MIN_PIECE_BYTES and "\0" not in path
+
+
+def first_pass_tasks(tasks: list[PrescanTask], workers: int) -> list[PrescanTask]:
+    """The first pass over ``tasks``, biggest first, with the first pass of
+    each input that may be cut as two tasks: its hash, and the parser's scan.
+    They take about a third and two thirds of its time, and seven equal
+    logs on two workers then end within a fraction of one log's first pass
+    of each other, not one whole first pass apart."""
+    out: list[PrescanTask] = []
+    for task in tasks:
+        if task.parser_name is not None and may_split(task.path, task.size, workers):
+            out += [replace(task, part="scan"), replace(task, part="hash", cuts=False)]
+        else:
+            out.append(task)
+    return sorted(out, key=lambda t: (-t.size, t.part == "hash"))
+
+
+def join_first_pass(hashed: PrescanResult, scanned: PrescanResult) -> PrescanResult:
+    """One input's first pass from its two tasks (``first_pass_tasks``)."""
+    if hashed.sha256 is None:  # unreadable: as from one task
+        return PrescanResult(hashed.path, None, None, hashed.error or scanned.error or "cannot read")
+    return PrescanResult(hashed.path, hashed.sha256, scanned.evidence, scanned.error)
 
 
 def split_tasks(tasks: list[ParseTask], cuts: dict[str, list[tuple[int, int]]], workers: int

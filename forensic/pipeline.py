@@ -51,6 +51,9 @@ class PrescanTask:
     parser_name: str | None
     # Find places to cut the input for a parse in pieces (forensic.pieces).
     cuts: bool = False
+    # "all"; or, for a big input whose first pass is two tasks, "hash" or
+    # "scan" (forensic.pieces.join_first_pass puts them together).
+    part: str = "all"
 
 
 @dataclass
@@ -62,11 +65,16 @@ class PrescanResult:
 
 
 def run_prescan_task(task: PrescanTask) -> PrescanResult:
-    """Hash an input and, for artifacts, run the parser's cheap first pass."""
-    try:
-        sha = sha256_file(task.path)
-    except OSError as exc:
-        return PrescanResult(task.path, None, None, f"cannot read: {exc.strerror or exc}")
+    """Hash an input and, for artifacts, run the parser's cheap first pass
+    (``task.part``: only one of the two)."""
+    sha = None
+    if task.part != "scan":
+        try:
+            sha = sha256_file(task.path)
+        except OSError as exc:
+            return PrescanResult(task.path, None, None, f"cannot read: {exc.strerror or exc}")
+        if task.part == "hash":
+            return PrescanResult(task.path, sha, None)
     if task.parser_name is None:
         return PrescanResult(task.path, sha, None)
     parser = parsers.parser_by_name(task.parser_name)

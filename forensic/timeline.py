@@ -27,7 +27,14 @@ from forensic.executors import TaskFailed, make_executor
 from forensic.instances import InstanceDirectory, build_directory
 from forensic.manifest import write_manifest
 from forensic.model import InputEvidence
-from forensic.pieces import join_reports, may_split, split_tasks, task_bytes
+from forensic.pieces import (
+    first_pass_tasks,
+    join_first_pass,
+    join_reports,
+    may_split,
+    split_tasks,
+    task_bytes,
+)
 from forensic.pipeline import (
     InputReport,
     ParseTask,
@@ -97,12 +104,19 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
                 shared.append(os.path.dirname(os.path.abspath(opts.output)))
             require_visible(shared)
         prescan: dict[str, PrescanResult] = {}
-        tasks = [PrescanTask(i.path, i.display_path, i.size, i.parser_name, cuts=may_split(i.path, i.size, opts.workers))
-                 for i in found.inputs + found.skipped + found.containers]
+        tasks = first_pass_tasks([PrescanTask(i.path, i.display_path, i.size, i.parser_name,
+                                              cuts=may_split(i.path, i.size, opts.workers))
+                                  for i in found.inputs + found.skipped + found.containers], opts.workers)
+        halves: dict[str, dict[str, PrescanResult]] = {}
         for task, result in executor.map_unordered(run_prescan_task, tasks):
             if isinstance(result, TaskFailed):
                 result = PrescanResult(task.path, None, None, str(result))
-            prescan[task.path] = result
+            if task.part == "all":
+                prescan[task.path] = result
+            else:
+                halves.setdefault(task.path, {})[task.part] = result
+        for path, two in halves.items():
+            prescan[path] = join_first_pass(two["hash"], two["scan"])
         evidence: dict[str, InputEvidence] = {p: r.evidence for p, r in prescan.items() if r.evidence is not None}
         apply_machine_evidence(found, evidence)  # registry time zone of archives / images
         directory = build_directory(found.inputs, evidence, opts.cli_zone)
@@ -167,9 +181,12 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
                 rows, parts_written = write_dataset(executor, opts.output, reports, facts, scratch)
                 written.update(parts_written)
             else:
+                release = getattr(executor, "release", None)
+                if release is not None:  # the workers exit during the merge, not after it
+                    release()
                 writer = TimelineWriter(opts.output, opts.fmt, csv_bom=opts.csv_bom)
                 correlate = Correlator(facts)
-                writer.write_all(_count_rows((correlate(b) for b in merge_runs(runs, scratch)), written))
+                writer.write_all(_count_rows((correlate(b) for b in merge_runs(runs, scratch, consume=True)), written))
                 writer.close()
                 rows = writer.rows
         except BaseException:

@@ -72,3 +72,30 @@ def test_pool_breaking_during_submission_runs_the_rest_on_a_new_pool():
     finally:
         ex.close()
     assert results == {1: 2, 2: 4, 3: 6}
+
+
+def test_released_workers_exit_while_the_caller_goes_on():
+    """release(): the workers exit during the final merge, not after it; a
+    map after release gets a new pool, and close() waits for all of them."""
+    ex = ProcessPoolExecutor(2)
+    try:
+        pids = {pid for _t, pid in ex.map_unordered(_pid, range(4))}
+        ex.release()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.01)
+        assert not any(_alive(p) for p in pids)
+        again = {pid for _t, pid in ex.map_unordered(_pid, range(2))}
+        assert again and not again & pids
+    finally:
+        ex.close()
+    assert not any(_alive(p) for p in again)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie not yet reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # gone (between the open and the read: ProcessLookupError)
+        return False

@@ -12,8 +12,8 @@ import pytest
 import parsers.errorlog as errorlog
 import parsers.textio as textio
 from forensic.model import EventColumns, ParseWarning
-from forensic.pieces import join_reports, plan_spans, split_tasks, task_bytes
-from forensic.pipeline import InputReport, ParseTask
+from forensic.pieces import first_pass_tasks, join_first_pass, join_reports, plan_spans, split_tasks, task_bytes
+from forensic.pipeline import InputReport, ParseTask, PrescanResult, PrescanTask, run_prescan_task
 from parsers import textlog
 from parsers.base import Source
 from parsers.textio import Span
@@ -206,3 +206,25 @@ def test_timeline_in_pieces_equals_the_timeline_of_whole_logs(tmp_path, monkeypa
     for one, two in zip(out[1][1]["inputs"], out[2][1]["inputs"], strict=True):
         for key in ("events", "records", "event_types", "flags", "first_timestamp", "last_timestamp", "warnings"):
             assert one[key] == two[key], key
+
+
+def test_first_pass_of_big_inputs_is_two_tasks_that_join_back(tmp_path, monkeypatch):
+    import forensic.pieces as pieces
+    monkeypatch.setattr(pieces, "MIN_PIECE_BYTES", 10_000)
+    big = tmp_path / "ERRORLOG"
+    big.write_bytes(encoded(generated_log(random.Random(3), 400), "utf-16-le", "\r\n"))
+    small = tmp_path / "ERRORLOG.1"
+    small.write_bytes(encoded(generated_log(random.Random(4), 20), "utf-16-le", "\r\n"))
+    tasks = [PrescanTask(str(p), p.name, p.stat().st_size, "errorlog", cuts=True) for p in (small, big)]
+    assert first_pass_tasks(tasks, 1) == sorted(tasks, key=lambda t: -t.size)
+    split = first_pass_tasks(tasks, 2)
+    assert [(t.path, t.part) for t in split] == [(str(big), "scan"), (str(big), "hash"), (str(small), "all")]
+    results = {t.part: run_prescan_task(t) for t in split if t.path == str(big)}
+    assert results["hash"].evidence is None and results["scan"].sha256 is None
+    joined = join_first_pass(results["hash"], results["scan"])
+    whole = run_prescan_task(tasks[1])
+    assert (joined.sha256, joined.evidence, joined.error) == (whole.sha256, whole.evidence, whole.error)
+    # An input that cannot be read is unreadable, whichever task found out.
+    gone = join_first_pass(PrescanResult(str(big), None, None, "cannot read: gone"),
+                           PrescanResult(str(big), None, None, "first pass failed: gone"))
+    assert (gone.sha256, gone.evidence, gone.error) == (None, None, "cannot read: gone")

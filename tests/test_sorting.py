@@ -35,25 +35,27 @@ def build(rows) -> dict[str, pa.Table]:
     return tables
 
 
-def _merge(folder, tables, run_rows) -> pa.Table:
+def _merge(folder, tables, run_rows, consume=False) -> pa.Table:
     paths = []
     for table in tables.values():
         w = sorting.SortedRunWriter(str(folder), run_rows=run_rows)
         for batch in table.to_batches(max_chunksize=2):
             w.add(batch)
         paths += w.close()
-    merged = list(sorting.merge_runs(paths, str(folder)))
+    merged = list(sorting.merge_runs(paths, str(folder), consume=consume))
+    # Consumed: every run file, and every file of the merge rounds, is gone.
+    assert not consume or not list(folder.iterdir())
     return pa.Table.from_batches(merged, schema=TIMELINE_SCHEMA) if merged else TIMELINE_SCHEMA.empty_table()
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows_strategy, st.integers(1, 7))
-def test_merge_equals_full_sort(tmp_path_factory, rows, run_rows):
+@given(rows_strategy, st.integers(1, 7), st.booleans())
+def test_merge_equals_full_sort(tmp_path_factory, rows, run_rows, consume):
     old = (sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN)
     sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN = 3, 3  # force tiny buffers and merge rounds
     try:
         tables = build(rows)
-        got = _merge(tmp_path_factory.mktemp("runs"), tables, run_rows)
+        got = _merge(tmp_path_factory.mktemp("runs"), tables, run_rows, consume)
     finally:
         sorting.MERGE_BUFFER_ROWS, sorting.MAX_FANIN = old
     expected = sorting.sort_table(pa.concat_tables(list(tables.values()))) if tables else TIMELINE_SCHEMA.empty_table()
