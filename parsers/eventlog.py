@@ -474,6 +474,21 @@ def _build_fields(rec: EvtxRecord, sel: Selection, fields: Mapping[str, Any], ev
 # Record -> Event
 
 
+# Fields a selection may test that are not in the record's JSON as such.
+_DERIVED_FIELDS = frozenset({"binary_text"})
+
+
+def selection_prefilter(tbl: Tables) -> Prefilter:
+    """The pre-filter for ``tbl``: per selection, its channels, event ids,
+    needles, and the fields those must be found in (none when a field
+    condition involves a derived field: then anywhere in the record)."""
+    return engines.SelectionPrefilter(
+        engines.SelectionRule(s.channels, s.event_ids, s.needles,
+                              () if any(name in _DERIVED_FIELDS for name, _p in s.any_field)
+                              else tuple(name for name, _p in s.any_field))
+        for s in tbl.selections)
+
+
 def select(rec: EvtxRecord, tbl: Tables | None = None) -> tuple[Selection | None, Mapping[str, Any]]:
     tbl = tbl or tables()
     fields = _named_fields(rec)
@@ -622,7 +637,7 @@ class EventLogParser:
             return {"engine": None}
         tbl = tables()
         use_prefilter = options.get("evtx_prefilter", True)
-        prefilter = Prefilter(tbl.needles) if use_prefilter else NO_PREFILTER
+        prefilter = selection_prefilter(tbl) if use_prefilter else NO_PREFILTER
         stats = ReadStats(engine)
         skipped = rows = 0
         for item in self._records(src, engine, prefilter, stats, options, warnings=True):

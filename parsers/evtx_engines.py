@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, NamedTuple
 
 CHUNK_SIZE = 0x10000
 FILE_HEADER_SIZE = 0x1000
@@ -353,6 +353,116 @@ def _groups_hit(groups, low, start: int, end: int) -> bool:
 NO_PREFILTER = Prefilter(())
 
 
+class SelectionRule(NamedTuple):
+    """What one selection needs of a record, for :class:`SelectionPrefilter`."""
+
+    channels: frozenset[str]  # lower case
+    event_ids: frozenset[int] | None  # None: any
+    needles: tuple[str, ...]
+    fields: tuple[str, ...]  # EventData/UserData names whose values must hold a needle; () = anywhere
+
+
+class SelectionPrefilter(Prefilter):
+    """The Rust engine's pre-filter, told by the selections themselves.
+
+    On the record's JSON text: its channel and event id first (most records
+    of a Security or System log are of no selection), then the needles only
+    in the values of the fields a selection tests (``NewProcessName`` of a
+    4688, not the whole record with its command line), and anywhere in the
+    text for a selection with no field condition.  Whatever does not look as
+    expected (no channel, a field that is not a plain string) is searched
+    as :class:`Prefilter` does, on the whole text: a record is never skipped
+    on a guess.  On the benchmark's Security log this costs a third of
+    Prefilter's whole-text search.  The python engine's byte tests are
+    Prefilter's.
+    """
+
+    def __init__(self, rules: Iterable[SelectionRule]):
+        rules = tuple(rules)
+        super().__init__(n for r in rules for n in r.needles)
+        self.by_channel: dict[str, list[tuple[frozenset[int] | None, Prefilter, tuple[str, ...]]]] = {}
+        for rule in rules:
+            # Field names as the selection writes them: it looks them up
+            # case-sensitively, so the JSON key is exactly that.
+            entry = (rule.event_ids, Prefilter(rule.needles), tuple(f'"{f}":' for f in rule.fields))
+            for channel in rule.channels:
+                self.by_channel.setdefault(channel, []).append(entry)
+
+    def text_hit(self, text: str) -> bool:
+        # Only the few values looked at are lower-cased, not the whole text.
+        # A channel of the tables holds no quote: the first one ends it.
+        at = text.find('"Channel":"')
+        end = text.find('"', at + 11) if at >= 0 else -1
+        if end < 0:
+            return super().text_hit(text)
+        candidates = self.by_channel.get(text[at + 11:end].lower())
+        if not candidates:
+            return False
+        event_id = _json_event_id(text)
+        for event_ids, prefilter, keys in candidates:
+            if event_ids is not None and event_id is not None and event_id not in event_ids:
+                continue
+            values = _json_values(text, keys) if keys else None
+            if values is None:  # no field condition, or fields not as expected
+                if prefilter.text_hit(text):
+                    return True
+            else:
+                for value in values:
+                    value = value.lower()
+                    for needle in prefilter.needles:
+                        if needle in value:
+                            return True
+        return False
+
+
+_EVENT_ID = re.compile(r'"EventID":(?:(\d+)|\{[^{}]*(?:\{[^{}]*\}[^{}]*)?"#text":(\d+))')
+
+
+def _json_event_id(text: str) -> int | None:
+    at = text.find('"EventID":')  # a find, then a match there: twice as fast as a search
+    m = _EVENT_ID.match(text, at) if at >= 0 else None
+    if m is None:
+        return None
+    return int(m.group(1) or m.group(2))
+
+
+def _json_values(text: str, keys: tuple[str, ...]) -> list[str] | None:
+    """Every value of the keys (all occurrences: UserData may nest a name
+    twice), or None when one is not a plain string or null, or none occurs."""
+    values: list[str] = []
+    seen = False
+    for key in keys:
+        at = text.find(key)
+        while at >= 0:
+            seen = True
+            start = at + len(key)
+            if text.startswith('"', start):
+                end = _string_end(text, start + 1)
+                if end < 0:
+                    return None
+                values.append(text[start + 1:end])
+            elif not text.startswith("null", start):
+                return None
+            else:
+                end = start
+            at = text.find(key, end)
+    return values if seen else None
+
+
+def _string_end(text: str, start: int) -> int:
+    """Index of the quote that ends the JSON string whose text starts at
+    ``start`` (an escaped quote, as in a quoted ImagePath, does not)."""
+    end = text.find('"', start)
+    while end > 0:
+        slashes = 0
+        while end - 1 - slashes >= start and text[end - 1 - slashes] == "\\":
+            slashes += 1
+        if not slashes % 2:
+            return end
+        end = text.find('"', end + 1)
+    return -1
+
+
 # --------------------------------------------------------------------------
 # Per-chunk accounting shared by both engines
 
@@ -364,6 +474,7 @@ class Tally:
     problems: list[str] = field(default_factory=list)
     salvaged: int = 0
     complete: set[int] | None = None  # truncated chunk: records wholly inside the file
+    span: tuple[int, ...] | None = None  # (first, last) the header claims, () if none; None: not yet looked at
 
 
 @dataclass(slots=True)
@@ -1174,6 +1285,13 @@ class RustReader:
         """(chunk holding header record ``number``, chunks Rust has moved past)."""
         if number is None:
             return None, []
+        if self.window:
+            # Nearly always the current chunk: its range, once per chunk.
+            head = self.window[0]
+            if head.span is None:
+                head.span = (head.chunk.first, head.chunk.last) if head.chunk.expected is not None else ()
+            if head.span and head.span[0] <= number <= head.span[1] and number not in head.seen:
+                return head, []
         for i, tally in enumerate(self.window):
             if tally.chunk.contains(number) and number not in tally.seen:
                 return tally, [self.window.popleft() for _ in range(i)]

@@ -717,6 +717,42 @@ def test_prefilter_forms():
     assert not Prefilter([]).active and Prefilter([]).text_hit("anything")
 
 
+def test_selection_prefilter_looks_where_the_selections_look():
+    from parsers.eventlog import selection_prefilter, tables
+    pf = selection_prefilter(tables())
+
+    def record(channel, event_id, data, provider="Microsoft-Windows-Security-Auditing"):
+        system = (f'"System":{{"Provider":{{"#attributes":{{"Name":"{provider}"}}}},"EventID":{event_id},'
+                  f'"Channel":"{channel}","Computer":"MSSQL01.corp"}}')
+        text = f'{{"Event":{{{system},"EventData":{{{data}}}}}}}'
+        json.loads(text)  # as pyevtx-rs renders records: valid JSON
+        return text
+    sql_parent = '"NewProcessName":"C:\\\\Windows\\\\cmd.exe","ParentProcessName":"C:\\\\Binn\\\\SQLSERVR.EXE"'
+    assert pf.text_hit(record("Security", 4688, sql_parent))
+    # The needle elsewhere in a 4688 (the command line, a user name) is not enough ...
+    assert not pf.text_hit(record("Security", 4688, '"NewProcessName":"C:\\\\x\\\\cmd.exe",'
+                                                      '"CommandLine":"sqlcmd.exe -Q x","SubjectUserName":"svc-sql"'))
+    # ... nor the right field in a record of another id or channel.
+    assert not pf.text_hit(record("Security", 4624, sql_parent))
+    assert not pf.text_hit(record("Setup", 4688, sql_parent))
+    # Event ids with qualifiers, channels in any case, no field condition.
+    app = record("application", '{"#attributes":{"Qualifiers":16384},"#text":17137}', '"Data":"x"', provider="MSSQL$RADAR")
+    assert pf.text_hit(app) and not pf.text_hit(app.replace("MSSQL$RADAR", "Outlook"))
+    # A quoted service image path: the escaped quote does not end the value.
+    service = '"ServiceName":"evil","ImagePath":"\\"C:\\\\Program Files\\\\sqlservr.exe\\" -s"'
+    assert pf.text_hit(record("System", 7045, service, "Service Control Manager"))
+    # Every occurrence of a field name counts (UserData may nest one twice).
+    twice = '"UserData":{"A":{"Image":"C:\\\\x.exe"},"B":{"Image":"C:\\\\sqlservr.exe"}}'
+    assert pf.text_hit(record("Microsoft-Windows-Sysmon/Operational", 7, twice, "Microsoft-Windows-Sysmon"))
+    # Not as expected: searched on the whole text, never skipped on a guess.
+    odd = '"NewProcessName":{"#attributes":{"x":1},"#text":"C:\\\\sqlservr.exe"}'
+    assert pf.text_hit(record("Security", 4688, odd))
+    assert pf.text_hit(record("Security", 4688, sql_parent).replace('"Channel"', '"Kanal"'))
+    assert not pf.text_hit(record("Security", 4688, '"NewProcessName":null,"ParentProcessName":null,"X":"sqlservr.exe"'))
+    # A derived field (7036's binary_text): anywhere in the record.
+    assert pf.text_hit(record("System", 7036, '"param1":"x","Binary":"00","Note":"MSSQLSERVER"', "Service Control Manager"))
+
+
 def test_cli_end_to_end_engines_agree(tmp_path):
     """python -m forensic timeline over the samples: same rows with either engine."""
     import subprocess
