@@ -134,6 +134,12 @@ class EventColumns:
     object_name: list[str | None] = field(default_factory=list)
     object_type: list[str | None] = field(default_factory=list)
     attributes: list[dict[str, Any] | str] = field(default_factory=list)
+    # What the parser vouches for, so that the engine need not check it row
+    # by row: every ``attributes`` entry is JSON text already; every
+    # ``local_text`` is ``YYYY-MM-DD hh:mm:ss.ff`` (its digits perhaps of
+    # other scripts, which the engine still tells apart).
+    attributes_encoded: bool = False
+    local_text_shaped: bool = False
 
     def __len__(self) -> int:
         return len(self.message)

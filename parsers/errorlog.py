@@ -264,7 +264,8 @@ def _scatter(columns: list[list], rows: dict[int, _Row]) -> None:
 
 
 def _columns(source: str, rows: list[_Row]) -> EventColumns:
-    return EventColumns(source, "Event Logged", *(list(c) for c in zip(*rows, strict=True)))
+    return EventColumns(source, "Event Logged", *(list(c) for c in zip(*rows, strict=True)),
+                        attributes_encoded=True, local_text_shaped=True)
 
 
 class _BlockRows:
@@ -377,7 +378,9 @@ class _BlockRows:
                 keep[i] = False
             columns = [list(compress(column, keep)) for column in columns]
         if columns[0]:
-            yield EventColumns(self.source, "Event Logged", *columns)
+            # Attributes are JSON text (plain rows' per source column, built
+            # rows' templates), times the record head's.
+            yield EventColumns(self.source, "Event Logged", *columns, attributes_encoded=True, local_text_shaped=True)
 
     def end(self) -> Iterator[EventColumns]:
         if self.pending is not None:

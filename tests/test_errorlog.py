@@ -190,7 +190,9 @@ def test_unreadable_time_keeps_the_record_and_warns(tmp_path, cli):
     (ev / "ERRORLOG").write_text("2025-06-01 09:22:44.70 Server      UTC adjustment: -5:00\n"
                                  "2025-13-45 99:99:99.99 spid51      weird line\n"
                                  "2025-02-30 10:00:00.00 spid51      impossible date\n"
-                                 "2025-06-01 09:22:45.70 spid51      ok line\n")
+                                 "\u0662\u0660\u0662\u0665-\u0660\u0666-\u0660\u0661 \u0660\u0669:\u0662\u0662:"
+                                 "\u0664\u0664.\u0667\u0660 spid51      other digits\n"
+                                 "2025-06-01 09:22:45.70 spid51      ok line\n", encoding="utf-8")
     out = tmp_path / "t.jsonl"
     code, _o, _e = cli("timeline", ev, "-o", out, "--workers", "1", "--quiet")
     assert code == 0
@@ -201,7 +203,10 @@ def test_unreadable_time_keeps_the_record_and_warns(tmp_path, cli):
     # An impossible date is not rolled over into 2 March: it is unreadable too.
     impossible = [r for r in rows if r["message"] == "impossible date"][0]
     assert impossible["timestamp"] is None and impossible["local_time"] == "2025-02-30 10:00:00.00"
-    assert rows[-1]["timestamp"] is None and rows[-2]["timestamp"] is None  # nulls sort last
+    # Other scripts' digits match the record pattern's \d, but are no time.
+    other = [r for r in rows if r["message"] == "other digits"][0]
+    assert other["timestamp"] is None and json.loads(other["attributes"])["bad_timestamp"] == other["local_time"]
+    assert all(r["timestamp"] is None for r in rows[-3:])  # nulls sort last
     manifest = json.loads((tmp_path / "t.jsonl.manifest.json").read_text())
     assert manifest["inputs"][0]["warnings"] == 1
 

@@ -12,7 +12,14 @@ import pytest
 import parsers.errorlog as errorlog
 import parsers.textio as textio
 from forensic.model import EventColumns, ParseWarning
-from forensic.pieces import first_pass_tasks, join_first_pass, join_reports, plan_spans, split_tasks, task_bytes
+from forensic.pieces import (
+    first_pass_tasks,
+    join_first_pass,
+    join_reports,
+    plan_spans,
+    split_tasks,
+    task_bytes,
+)
 from forensic.pipeline import InputReport, ParseTask, PrescanResult, PrescanTask, run_prescan_task
 from parsers import textlog
 from parsers.base import Source
