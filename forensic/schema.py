@@ -163,10 +163,3 @@ class BatchBuilder:
         arrays = [pa.array(self._cols[name], type=typ) for name, typ, _n, _d in TIMELINE_COLUMNS]
         self._reset()
         return pa.RecordBatch.from_arrays(arrays, schema=TIMELINE_SCHEMA)
-
-
-def set_source_sha256(batch: pa.RecordBatch, sha256: str) -> pa.RecordBatch:
-    """Replace the hash column (the hash is only known once the input is read)."""
-    idx = TIMELINE_SCHEMA.get_field_index("source_sha256")
-    column = pa.array([sha256] * batch.num_rows, type=pa.string())
-    return batch.set_column(idx, TIMELINE_SCHEMA.field(idx), column)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -303,8 +303,3 @@ def _remove(path: str) -> None:
         os.remove(path)
     except OSError:
         pass
-
-
-def iter_table_batches(tables: Iterable[pa.Table]) -> Iterator[pa.RecordBatch]:
-    for t in tables:
-        yield from t.to_batches()

@@ -9,7 +9,6 @@ assume: BOM first, then NUL-byte statistics, then UTF-8.
 from __future__ import annotations
 
 import codecs
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -157,10 +156,3 @@ def iter_decoded(stream: BinaryIO, encoding: Encoding, report: DecodeReport,
         if positions is not None:
             positions.append(offset - held)
         yield tail
-
-
-_LINE_END = re.compile(r"\r\n|\r|\n")
-
-
-def normalise_newlines(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
