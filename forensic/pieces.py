@@ -27,6 +27,9 @@ MIN_PIECE_BYTES = 8 << 20
 # Aim for this many tasks per worker over the whole set: the idle time at
 # the end is at most about one task.
 TASKS_PER_WORKER = 8
+# A first pass's hash against its scan, in time (ERRORLOG, measured: 0.05 s
+# against 0.15 s per 43 MB): used to order the first pass's tasks.
+HASH_SHARE = 0.33
 
 
 def piece_bytes(total_bytes: int, workers: int, minimum: int = MIN_PIECE_BYTES) -> int:
@@ -83,7 +86,9 @@ def first_pass_tasks(tasks: list[PrescanTask], workers: int) -> list[PrescanTask
             out += [replace(task, part="scan"), replace(task, part="hash", cuts=False)]
         else:
             out.append(task)
-    return sorted(out, key=lambda t: (-t.size, t.part == "hash"))
+    # Longest first (scans before hashes: a hash takes about a third of a
+    # scan), so that short tasks fill the end of the phase.
+    return sorted(out, key=lambda t: -t.size * (HASH_SHARE if t.part == "hash" else 1))
 
 
 def join_first_pass(hashed: PrescanResult, scanned: PrescanResult) -> PrescanResult:
