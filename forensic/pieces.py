@@ -32,9 +32,9 @@ TASKS_PER_WORKER = 8
 HASH_SHARE = 0.33
 
 
-def piece_bytes(total_bytes: int, workers: int, minimum: int = MIN_PIECE_BYTES) -> int:
+def piece_bytes(total_bytes: int, workers: int) -> int:
     """The size to cut big inputs to, for ``workers`` over ``total_bytes``."""
-    return max(minimum, ceil(total_bytes / max(1, workers * TASKS_PER_WORKER)))
+    return max(MIN_PIECE_BYTES, ceil(total_bytes / max(1, workers * TASKS_PER_WORKER)))
 
 
 def plan_spans(size: int, cuts: list[tuple[int, int]], target: int) -> list[Span] | None:
@@ -76,14 +76,15 @@ def may_split(path: str, size: int, workers: int) -> bool:
 
 def first_pass_tasks(tasks: list[PrescanTask], workers: int) -> list[PrescanTask]:
     """The first pass over ``tasks``, biggest first, with the first pass of
-    each input that may be cut as two tasks: its hash, and the parser's scan.
+    each input that may be cut as two tasks: its hash, and the parser's scan
+    (which looks for the places to cut).
     They take about a third and two thirds of its time, and seven equal
     logs on two workers then end within a fraction of one log's first pass
     of each other, not one whole first pass apart."""
     out: list[PrescanTask] = []
     for task in tasks:
         if task.parser_name is not None and may_split(task.path, task.size, workers):
-            out += [replace(task, part="scan"), replace(task, part="hash", cuts=False)]
+            out += [replace(task, part="scan", cuts=True), replace(task, part="hash")]
         else:
             out.append(task)
     # Longest first (scans before hashes: a hash takes about a third of a
@@ -102,9 +103,7 @@ def split_tasks(tasks: list[ParseTask], cuts: dict[str, list[tuple[int, int]]], 
                 ) -> list[ParseTask]:
     """``tasks`` with the big inputs that may be cut (:func:`may_split`)
     replaced by one task per piece."""
-    if workers <= 1:
-        return tasks
-    target = piece_bytes(sum(t.size for t in tasks), workers, MIN_PIECE_BYTES)
+    target = piece_bytes(sum(t.size for t in tasks), workers)
     out: list[ParseTask] = []
     for task in tasks:
         spans = (plan_spans(task.size, cuts.get(task.path) or [], target)
@@ -130,10 +129,7 @@ def join_reports(parts: list[tuple[Span, InputReport]]) -> InputReport:
         whole.tz_sources.update(rep.tz_sources)
         for ts in (rep.first_timestamp, rep.last_timestamp):
             if ts is not None:
-                if whole.first_timestamp is None or ts < whole.first_timestamp:
-                    whole.first_timestamp = ts
-                if whole.last_timestamp is None or ts > whole.last_timestamp:
-                    whole.last_timestamp = ts
+                whole.saw_time(ts)
         whole.runs.extend(rep.runs)
         whole.facts.merge(rep.facts)
         for key, value in rep.parser_stats.items():

@@ -135,6 +135,13 @@ class InputReport:
     records: dict[str, Any] = field(default_factory=dict)  # accounting, filled by the timeline run
     pieces: int = 1  # tasks the input was parsed in (forensic.pieces)
 
+    def saw_time(self, iso: str) -> None:
+        """Widen first/last timestamp to include ``iso`` (UTC ISO text)."""
+        if self.first_timestamp is None or iso < self.first_timestamp:
+            self.first_timestamp = iso
+        if self.last_timestamp is None or iso > self.last_timestamp:
+            self.last_timestamp = iso
+
     def add_warning(self, w: ParseWarning) -> None:
         self.warning_count += 1
         self.lost_records += max(0, w.lost_records)
@@ -256,11 +263,7 @@ def _count(item: Event, task: ParseTask, rules: RuleSet, report: InputReport) ->
     report.event_types[item.event_type] += 1
     report.tz_sources[item.tz_source] += 1
     if item.timestamp is not None:
-        iso = item.timestamp.isoformat()
-        if report.first_timestamp is None or iso < report.first_timestamp:
-            report.first_timestamp = iso
-        if report.last_timestamp is None or iso > report.last_timestamp:
-            report.last_timestamp = iso
+        report.saw_time(item.timestamp.isoformat())
 
 
 def columns_needing_events(cols: EventColumns, task: ParseTask, rules: RuleSet) -> Iterator[Event]:
@@ -343,11 +346,7 @@ def finish_columns(cols: EventColumns, task: ParseTask, report: InputReport) -> 
     lo_hi = pc.min_max(utc).as_py()
     for ts in (lo_hi["min"], lo_hi["max"]):
         if ts is not None:
-            iso = ts.isoformat()
-            if report.first_timestamp is None or iso < report.first_timestamp:
-                report.first_timestamp = iso
-            if report.last_timestamp is None or iso > report.last_timestamp:
-                report.last_timestamp = iso
+            report.saw_time(ts.isoformat())
     return batch
 
 

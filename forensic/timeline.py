@@ -31,7 +31,6 @@ from forensic.pieces import (
     first_pass_tasks,
     join_first_pass,
     join_reports,
-    may_split,
     split_tasks,
     task_bytes,
 )
@@ -104,8 +103,7 @@ def run_timeline(opts: RunOptions, progress: ProgressHook | None = None) -> RunR
                 shared.append(os.path.dirname(os.path.abspath(opts.output)))
             require_visible(shared)
         prescan: dict[str, PrescanResult] = {}
-        tasks = first_pass_tasks([PrescanTask(i.path, i.display_path, i.size, i.parser_name,
-                                              cuts=may_split(i.path, i.size, opts.workers))
+        tasks = first_pass_tasks([PrescanTask(i.path, i.display_path, i.size, i.parser_name)
                                   for i in found.inputs + found.skipped + found.containers], opts.workers)
         halves: dict[str, dict[str, PrescanResult]] = {}
         for task, result in executor.map_unordered(run_prescan_task, tasks):

@@ -188,6 +188,9 @@ class Chunk:
     header_crc_ok: bool | None = None
     data_crc_ok: bool | None = None
     beyond_header: bool = False  # past the file header's (possibly stale) chunk count
+    # (first, last) when the header's claim is usable (``expected``), else
+    # None: set once the header is read, looked up for every record.
+    claimed: tuple[int, int] | None = None
 
     @property
     def expected(self) -> int | None:
@@ -198,7 +201,8 @@ class Chunk:
         return count if count <= CHUNK_SIZE // _MIN_RECORD else None
 
     def contains(self, number: int) -> bool:
-        return self.expected is not None and self.first <= number <= self.last  # type: ignore[operator]
+        claimed = self.claimed
+        return claimed is not None and claimed[0] <= number <= claimed[1]
 
     @property
     def position(self) -> str:
@@ -232,6 +236,7 @@ def inspect_chunk(index: int, data: bytes, header: FileHeader) -> Chunk:
     first, last, _lf, _ll, _hs, _last_ofs, free, data_crc = struct.unpack_from("<QQQQIIII", data, 8)
     header_crc, = struct.unpack_from("<I", data, 0x7C)
     chunk.first, chunk.last = first, last
+    chunk.claimed = (first, last) if chunk.expected is not None else None
     chunk.free_offset = free if CHUNK_HEADER_SIZE <= free <= CHUNK_SIZE else CHUNK_SIZE
     chunk.header_crc_ok = (zlib.crc32(data[:0x78] + data[0x80:CHUNK_HEADER_SIZE]) & 0xFFFFFFFF) == header_crc
     chunk.data_crc_ok = (zlib.crc32(data[CHUNK_HEADER_SIZE:chunk.free_offset]) & 0xFFFFFFFF) == data_crc
@@ -474,7 +479,6 @@ class Tally:
     problems: list[str] = field(default_factory=list)
     salvaged: int = 0
     complete: set[int] | None = None  # truncated chunk: records wholly inside the file
-    span: tuple[int, ...] | None = None  # (first, last) the header claims, () if none; None: not yet looked at
 
 
 @dataclass(slots=True)
@@ -1285,13 +1289,6 @@ class RustReader:
         """(chunk holding header record ``number``, chunks Rust has moved past)."""
         if number is None:
             return None, []
-        if self.window:
-            # Nearly always the current chunk: its range, once per chunk.
-            head = self.window[0]
-            if head.span is None:
-                head.span = (head.chunk.first, head.chunk.last) if head.chunk.expected is not None else ()
-            if head.span and head.span[0] <= number <= head.span[1] and number not in head.seen:
-                return head, []
         for i, tally in enumerate(self.window):
             if tally.chunk.contains(number) and number not in tally.seen:
                 return tally, [self.window.popleft() for _ in range(i)]
