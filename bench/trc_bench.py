@@ -157,7 +157,7 @@ def main() -> None:
             reader = TraceReader(stream, size, walk_classes=None if walk_all else frozenset())
             reader.read_header()
             n = sum(1 for _ in reader.records())
-        return f"{n} items, {reader.lost} lost"
+        return f"{reader.index} records, {n} items, {reader.lost} lost"
 
     import forensic.pipeline  # noqa: F401 - imported before timing, as in a worker
     import parsers

@@ -855,3 +855,47 @@ def test_truncated_and_bit_flipped_sample_never_raises(cut, flips):
         data[at] ^= 1 << bit
     _check(bytes(data[:cut]))
     _check(bytes(data))
+
+
+def _prescan_general_path(monkeypatch) -> None:
+    """The prescan with every record through TraceReader's general path, ErrorLog events all walked."""
+    monkeypatch.setattr(TraceReader, "_skip_framed", lambda self, pos: pos)
+    monkeypatch.setattr(default_trace, "_PRESCAN_NEEDLES", None)
+
+
+def _prescan(data: bytes) -> tuple:
+    ev = PARSER.prescan(source(data))
+    return ev.host, ev.instance, ev.facts, ev.anchors
+
+
+def _length_damaged() -> dict[str, bytes]:
+    """The second event's record-length field too short, too long, or past the end."""
+    trace, offsets = three_events()
+    out = {}
+    for value in (3, 40, 0x7FFFFFFF, offsets[3] - offsets[2] - 9 + 7):
+        data = bytearray(trace.data())
+        data[offsets[2] + 5:offsets[2] + 9] = value.to_bytes(4, "little")
+        out[f"length_{value}"] = bytes(data)
+    return out
+
+
+@pytest.mark.parametrize("name", [*_fixtures(), *_length_damaged()])
+def test_prescan_fast_framing_gives_the_same_facts(name, monkeypatch):
+    data = {**_fixtures(), **_length_damaged()}[name]
+    fast = _prescan(data)
+    _prescan_general_path(monkeypatch)
+    assert _prescan(data) == fast
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(BASE)), st.lists(st.tuples(st.integers(0, len(BASE) - 1), st.integers(0, 7)),
+                                         max_size=8))
+def test_prescan_fast_framing_same_facts_on_damage(cut, flips):
+    data = bytearray(BASE)
+    for at, bit in flips:
+        data[at] ^= 1 << bit
+    data = bytes(data[:cut])
+    fast = _prescan(data)
+    with pytest.MonkeyPatch.context() as mp:
+        _prescan_general_path(mp)
+        assert _prescan(data) == fast
