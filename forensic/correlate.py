@@ -143,52 +143,84 @@ class ObjectFacts:
 
 
 class Correlator:
-    """Adds object-following flags to merged record batches (vectorised test,
-    Python only for the few rows that change)."""
+    """Adds object-following flags to merged record batches.
+
+    The rows that may change are found with Arrow kernels (an object name
+    that some flagged object has, once normalised; a process that
+    ``sqlservr.exe`` started); Python looks only at those few rows.
+    """
+
+    # Normalised names of object names seen so far (bounded: a trace names
+    # many objects).
+    NAME_CACHE_ENTRIES = 100_000
 
     def __init__(self, facts: ObjectFacts):
-        import pyarrow as pa
         self.flagged = facts.closed()
         self.xp_since = facts.xp_cmdshell_enabled
-        self._keys = pa.array(sorted(self.flagged), type=pa.string())
+        # Every text after a "|" of a key: its normalised object name is one
+        # of them, whatever a hostile host name holds.
+        self._flagged_names = {"|".join(parts[i:]) for parts in (k.split("|") for k in self.flagged)
+                               for i in range(1, len(parts))}
+        self._normalised: dict[str, str | None] = {}
         self.changed = 0
+
+    def _object_rows(self, batch) -> list[int]:
+        """Rows whose object has a flagged name (any instance), not config rows."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from forensic.findings import norm_object
+        names = batch.column("object_name")
+        if not self._flagged_names or names.null_count == len(names):
+            return []
+        cache = self._normalised
+        if len(cache) > self.NAME_CACHE_ENTRIES:
+            cache.clear()
+        wanted = []
+        for name in pc.unique(names).to_pylist():
+            if name:
+                if name not in cache:
+                    cache[name] = norm_object(name)
+                if cache[name] in self._flagged_names:
+                    wanted.append(name)
+        if not wanted:
+            return []
+        not_config = pc.fill_null(pc.not_equal(batch.column("object_type"), "config"), True)
+        mask = pc.and_(pc.is_in(names, value_set=pa.array(wanted, type=pa.string())), not_config)
+        return pc.indices_nonzero(mask).to_pylist()
+
+    def _child_process_rows(self, batch) -> list[int]:
+        """Rows flagged ``sqlservr_child_process``."""
+        import pyarrow.compute as pc
+        flags = batch.column("flags")
+        hit = pc.equal(pc.list_flatten(flags), "sqlservr_child_process")
+        return sorted(set(pc.filter(pc.list_parent_indices(flags), hit).to_pylist()))
 
     def __call__(self, batch):
         import json
 
         import pyarrow as pa
-        import pyarrow.compute as pc
 
+        from forensic.instances import norm_host
         from forensic.schema import attributes_json
-        if not len(self._keys) and not self.xp_since:
+        if not self.flagged and not self.xp_since:
             return batch
         rows_to_fix: dict[int, list[tuple[str, str]]] = {}
-        if len(self._keys):
-            names = batch.column("object_name")
-            if names.null_count < len(names):
-                hosts = batch.column("host").to_pylist()
-                insts = batch.column("instance").to_pylist()
-                name_list = names.to_pylist()
-                types = batch.column("object_type").to_pylist()
-                keys = [object_key(h, i, n) if n and t != "config" else None
-                        for h, i, n, t in zip(hosts, insts, name_list, types, strict=True)]
-                mask = pc.is_in(pa.array(keys, type=pa.string()), value_set=self._keys).to_pylist()
-                for idx, hit in enumerate(mask):
-                    if hit:
-                        for flag in sorted(self.flagged[keys[idx]]):
-                            rows_to_fix.setdefault(idx, []).append(
-                                (flag, f"{name_list[idx]} is flagged {flag} by other evidence of this instance"))
+        for idx in self._object_rows(batch):
+            name = batch.column("object_name")[idx].as_py()
+            key = object_key(batch.column("host")[idx].as_py(), batch.column("instance")[idx].as_py(), name)
+            for flag in sorted(self.flagged.get(key, ())):
+                rows_to_fix.setdefault(idx, []).append(
+                    (flag, f"{name} is flagged {flag} by other evidence of this instance"))
         if self.xp_since:
-            flags_col = batch.column("flags").to_pylist()
-            from forensic.instances import norm_host
-            hosts = batch.column("host").to_pylist()
-            stamps = batch.column("timestamp").to_pylist()
-            for idx, flags in enumerate(flags_col):
-                if "sqlservr_child_process" in flags and "xp_cmdshell" not in flags:
-                    since = self.xp_since.get(norm_host(hosts[idx]) or "")
-                    if since and stamps[idx] is not None and stamps[idx].isoformat() >= since:
-                        rows_to_fix.setdefault(idx, []).append(
-                            ("xp_cmdshell", f"process started by sqlservr.exe after xp_cmdshell was enabled ({since})"))
+            for idx in self._child_process_rows(batch):
+                if "xp_cmdshell" in batch.column("flags")[idx].as_py():
+                    continue
+                since = self.xp_since.get(norm_host(batch.column("host")[idx].as_py()) or "")
+                stamp = batch.column("timestamp")[idx].as_py()
+                if since and stamp is not None and stamp.isoformat() >= since:
+                    rows_to_fix.setdefault(idx, []).append(
+                        ("xp_cmdshell", f"process started by sqlservr.exe after xp_cmdshell was enabled ({since})"))
         if not rows_to_fix:
             return batch
         flags_col = batch.column("flags").to_pylist()
