@@ -3,7 +3,8 @@
     python bench/run.py [--quick] [--cache DIR]
 
 Every time is the best of five, baseline and ours run alternately (the
-machine may be shared; a pass swings up to 2x).
+machine may be shared; a pass swings up to 2x).  A baseline much shorter
+than our pass (the bare decode) is timed over several passes back to back.
 
 Generates (once, cached outside the repository, default
 ``/tmp/mssql-forensic-bench``) realistic large evidence:
@@ -307,11 +308,19 @@ def main() -> None:
     rows: list[tuple[str, str, str]] = []
 
     mb = errorlog.stat().st_size / 2**20
-    t_dec, _, t_err, n_err = best_pair(lambda: decode_splitlines(errorlog), lambda: engine_pass(errorlog, "errorlog"))
+    # A bare decode of the quick size takes a few tens of milliseconds: timed
+    # alone, its best of five is an outlier (one quiet scheduler tick on a
+    # shared machine: 574-961 MB/s over four runs).  It is timed over as many
+    # passes back to back as take about as long as our parse, and divided.
+    passes = max(1, round(best(lambda: engine_pass(errorlog, "errorlog"), 1)[0]
+                          / best(lambda: decode_splitlines(errorlog), 2)[0]))
+    t_dec, _, t_err, n_err = best_pair(lambda: [decode_splitlines(errorlog) for _ in range(passes)],
+                                       lambda: engine_pass(errorlog, "errorlog"))
+    t_dec /= passes
     results["errorlog_vs_decode"] = (mb / t_err) / (mb / t_dec)
     t_pre = best(lambda: first_pass(errorlog, "errorlog"), REPEAT)[0]
     results["errorlog_with_first_pass_vs_decode"] = t_dec / (t_pre + t_err)
-    rows += [("ERRORLOG bare decode + splitlines", f"{mb:.0f} MB", f"{mb / t_dec:.0f} MB/s"),
+    rows += [("ERRORLOG bare decode + splitlines", f"{mb:.0f} MB x {passes} passes", f"{mb / t_dec:.0f} MB/s"),
              ("ERRORLOG parse + finish", f"{n_err:,} events", f"{mb / t_err:.1f} MB/s ({n_err / t_err:,.0f} ev/s)"),
              ("ERRORLOG first pass (hash + scan)", f"{mb:.0f} MB", f"{mb / t_pre:.1f} MB/s"),
              ("ERRORLOG first pass + parse + finish", f"{mb:.0f} MB", f"{mb / (t_pre + t_err):.1f} MB/s")]
