@@ -140,6 +140,10 @@ class EventColumns:
     # other scripts, which the engine still tells apart).
     attributes_encoded: bool = False
     local_text_shaped: bool = False
+    # When set: no ``attributes`` entry that is JSON text holds a key outside
+    # this set (a superset is fine), so a rule on another attribute need not
+    # look into JSON rows.
+    encoded_keys: frozenset[str] | None = None
 
     def __len__(self) -> int:
         return len(self.message)

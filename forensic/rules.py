@@ -106,8 +106,13 @@ def _present(cols, name: str, rows: list[int]) -> dict[object, list[int]]:
         key = name[len("attributes."):]
         quoted = f'"{key}"'
         attributes = cols.attributes
-        # Encoded JSON without the key needs no decoding: most rows leave here.
-        for i in [i for i in rows if type(attributes[i]) is not str or quoted in attributes[i]]:
+        if cols.encoded_keys is not None and key not in cols.encoded_keys:
+            # The parser vouches that no JSON row holds the key: dict rows only.
+            candidates = [i for i in rows if type(attributes[i]) is not str]
+        else:
+            # Encoded JSON without the key needs no decoding: most rows leave here.
+            candidates = [i for i in rows if type(attributes[i]) is not str or quoted in attributes[i]]
+        for i in candidates:
             attrs = attributes[i]
             if isinstance(attrs, str):
                 try:
@@ -255,7 +260,8 @@ class RuleSet:
         if not (by_id or by_type or anything):
             return out
         ids, types = cols.event_id, cols.event_type
-        if anything:
+        every_row = bool(anything)
+        if every_row:
             rows_of_interest: Iterable[int] = range(len(cols))
         else:
             # Only rows whose id or type some rule names, found at C speed:
@@ -273,7 +279,8 @@ class RuleSet:
         # The rules that can apply to each (id, type) pair of those rows; rows
         # are gathered only for the pairs that have some.
         live: dict[tuple[int | None, str], tuple[dict[str, object], list[Rule]]] = {}
-        for eid, etype in {(ids[i], types[i]) for i in rows_of_interest}:
+        pairs = set(zip(ids, types, strict=True)) if every_row else {(ids[i], types[i]) for i in rows_of_interest}
+        for eid, etype in pairs:
             shared = {"event_id": eid, "event_type": etype, "source": cols.source,
                       "timestamp_desc": cols.timestamp_desc}
             rules = [r for r in (*(by_id.get(eid, ()) if eid is not None else ()), *by_type.get(etype, ()),
@@ -287,11 +294,18 @@ class RuleSet:
                 live[(eid, etype)] = (shared, rules)
         if not live:
             return out
-        groups: defaultdict[tuple[int | None, str], list[int]] = defaultdict(list)
-        for i in rows_of_interest:
-            pair = (ids[i], types[i])
-            if pair in live:
-                groups[pair].append(i)
+        groups: dict[tuple[int | None, str], list[int]] = {pair: [] for pair in live}
+        group_of = groups.get
+        if every_row:
+            for i, pair in enumerate(zip(ids, types, strict=True)):
+                rows = group_of(pair)
+                if rows is not None:
+                    rows.append(i)
+        else:
+            for i in rows_of_interest:
+                rows = group_of((ids[i], types[i]))
+                if rows is not None:
+                    rows.append(i)
         for pair, rows in groups.items():
             shared, rules = live[pair]
             present: dict[str, dict[object, list[int]]] = {}  # field -> its text (or _MAYBE) -> rows

@@ -1056,10 +1056,12 @@ class _RowCode:
     constant keys and positions go into the generated source, never evidence.
     """
 
-    __slots__ = ("fn",)
+    __slots__ = ("fn", "json_keys")
 
-    def __init__(self, fn: Any):
+    def __init__(self, fn: Any, json_keys: frozenset[str] = frozenset()):
         self.fn = fn
+        # The keys its attributes JSON may hold (none: its rows keep a dict).
+        self.json_keys = json_keys
 
 
 def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, decoder: _Decoder) -> _RowCode | None:
@@ -1154,7 +1156,8 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, decode
         "if text:",
         "    message += ': ' + SHORT(text)",
     ]
-    lines.append(f"attributes = {_json_template(_json_parts(event_class, names, json), _OPTIONAL)}")
+    parts = _json_parts(event_class, names, json)
+    lines.append(f"attributes = {_json_template(parts, _OPTIONAL)}")
     source = _row_source(event_class, shape.positions[columns[_START_KEY]], key, bool(names), lines)
     scope: dict[str, Any] = {**decoder.row_scope,
         "TG": texts.get, "T": _Texts(texts), "J": _json, "RJ": jsons.get, "R": _JsonTuple(jsons),
@@ -1162,7 +1165,7 @@ def _compile_rows(shape: _Shape, event_class: int, payload: bytes | None, decode
         **{f"F{k}": func for k, func in shape.funcs_by_value.items()},
     }
     exec(_code(source, event_class), scope)  # noqa: S102 - constants and positions only
-    return _RowCode(scope["rows"])
+    return _RowCode(scope["rows"], frozenset([*parts, *_OPTIONAL]))
 
 
 def _row_source(event_class: int, start: int, key: int, resolved: bool, lines: list[str]) -> str:
@@ -1383,6 +1386,10 @@ class _Decoder:
         self.seen_shapes: set[tuple[int, int]] = set()
         self.seconds: dict[bytes, str] = {}  # SYSTEMTIME up to the second -> its text
         self.row_codes: dict[tuple, _RowCode | None] = {}
+        # Every key the JSON attributes of rows so far may hold (all row codes
+        # compiled so far: a superset for any block; rules skip JSON rows
+        # whose text cannot hold the attribute they test).
+        self.json_keys: frozenset[str] = frozenset()
         self.row_code_seen: dict[tuple, int] = {}
         self.unresolved = 0
         self.first_unresolved: int | None = None
@@ -1405,7 +1412,8 @@ class _Decoder:
         rows = self.rows
         if not rows:
             return None
-        block = EventColumns(SOURCE, TIMESTAMP_DESC, *(rows[i::ROW_WIDTH] for i in range(ROW_WIDTH)))
+        block = EventColumns(SOURCE, TIMESTAMP_DESC, *(rows[i::ROW_WIDTH] for i in range(ROW_WIDTH)),
+                             encoded_keys=self.json_keys)
         rows.clear()
         return block
 
@@ -1678,6 +1686,8 @@ class _Decoder:
             if len(self.row_codes) >= SHAPE_CACHE_ENTRIES:
                 self.row_codes.clear()
             code = self.row_codes[signature] = _compile_rows(shape, event_class, payload, self)
+            if code is not None and not code.json_keys <= self.json_keys:
+                self.json_keys = self.json_keys | code.json_keys
         if len(shape.rows) >= 64:
             shape.rows.clear()
         shape.rows[payload] = code

@@ -744,8 +744,10 @@ def test_block_boundaries_change_nothing(monkeypatch):
     assert _items(src) == whole
 
 
-def test_engine_flags_the_same_rows_and_keeps_the_rest_columnar(tmp_path, monkeypatch):
-    data = persistence_trace().file()
+@pytest.mark.parametrize("which", ["persistence", "busy"])
+def test_engine_flags_the_same_rows_and_keeps_the_rest_columnar(which, tmp_path, monkeypatch):
+    # busy: xp_cmdshell statement text in rows whose attributes the row code wrote as JSON.
+    data = persistence_trace().file() if which == "persistence" else busy_trace()
     path = tmp_path / "log.trc"
     path.write_bytes(data)
     task = pipeline.ParseTask(path=str(path), display_path=str(path), root=str(tmp_path), size=len(data),
@@ -775,6 +777,25 @@ def test_engine_flags_the_same_rows_and_keeps_the_rest_columnar(tmp_path, monkey
     assert flagged and flagged <= {e.source_record for e in taken}
     # Rows no rule can fire on (statistics, system tables, plain DDL) stay columnar.
     assert len(taken) < len(events) - 3
+    if which == "busy":
+        assert {e.event_id for e in events if "xp_cmdshell" in e.flags} == {13}
+
+
+@pytest.mark.parametrize("name", list(_fixtures()))
+def test_blocks_vouch_for_the_keys_of_their_json_rows(name, monkeypatch):
+    """A block's encoded_keys holds every key of its JSON-text rows (rules skip
+    JSON rows for any other attribute)."""
+    monkeypatch.setattr(default_trace, "ROW_CODE_AFTER", 1)
+    monkeypatch.setattr(default_trace, "BLOCK_ROWS", 7)
+    json_rows = 0
+    for item in PARSER.parse(source(_fixtures()[name])):
+        if isinstance(item, EventColumns):
+            for attrs in item.attributes:
+                if isinstance(attrs, str):
+                    json_rows += 1
+                    assert set(json.loads(attrs)) <= item.encoded_keys
+    if name in ("busy", "three", "temporaltabledemo_log.trc"):
+        assert json_rows
 
 
 def test_crafted_candidate_storm_stays_linear():
