@@ -196,17 +196,27 @@ def best_pair(baseline, ours, repeat: int = REPEAT) -> tuple[float, object, floa
 
 
 def first_pass(path: Path, parser_name: str) -> None:
-    """A ``timeline``'s first pass over one input: its hash and the parser's scan."""
-    import hashlib
+    """A ``timeline``'s first pass over one input, as one worker makes it:
+    its hash and the parser's scan."""
+    from forensic.pipeline import PrescanTask, run_prescan_task
+    run_prescan_task(PrescanTask(str(path), str(path), path.stat().st_size, parser_name))
 
-    import parsers
-    from parsers.base import Source
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    size = path.stat().st_size
-    parsers.parser_by_name(parser_name).prescan(Source(str(path), size, lambda: open(path, "rb")))
+
+def parse_figures(label: str, path: Path, parser_name: str, baseline, baseline_label: str,
+                  results: dict[str, float], key: str) -> list[tuple[str, str, str]]:
+    """Our parse of ``path`` against ``baseline`` (results[key]), and the
+    first pass on its own and with the parse (results[key with_first_pass]):
+    the table's rows."""
+    mb = path.stat().st_size / 2**20
+    t_base, _, t_ours, events, passes = best_pair(baseline, lambda: engine_pass(path, parser_name))
+    results[key] = t_base / t_ours
+    t_pre = best(lambda: first_pass(path, parser_name), REPEAT)[0]
+    results[key.replace("_vs_", "_with_first_pass_vs_")] = t_base / (t_pre + t_ours)
+    return [(f"{label} {baseline_label}", f"{mb:.0f} MB x {passes} passes", f"{mb / t_base:.1f} MB/s"),
+            (f"{label} parse + finish", f"{events:,} events",
+             f"{mb / t_ours:.1f} MB/s ({events / t_ours:,.0f} ev/s)"),
+            (f"{label} first pass (hash + scan)", f"{mb:.0f} MB", f"{mb / t_pre:.1f} MB/s"),
+            (f"{label} first pass + parse + finish", f"{mb:.0f} MB", f"{mb / (t_pre + t_ours):.1f} MB/s")]
 
 
 def decode_splitlines(path: Path) -> int:
@@ -325,28 +335,12 @@ def main() -> None:
     results: dict[str, float] = {}
     rows: list[tuple[str, str, str]] = []
 
-    mb = errorlog.stat().st_size / 2**20
-    t_dec, _, t_err, n_err, passes = best_pair(lambda: decode_splitlines(errorlog),
-                                               lambda: engine_pass(errorlog, "errorlog"))
-    results["errorlog_vs_decode"] = (mb / t_err) / (mb / t_dec)
-    t_pre = best(lambda: first_pass(errorlog, "errorlog"), REPEAT)[0]
-    results["errorlog_with_first_pass_vs_decode"] = t_dec / (t_pre + t_err)
-    rows += [("ERRORLOG bare decode + splitlines", f"{mb:.0f} MB x {passes} passes", f"{mb / t_dec:.0f} MB/s"),
-             ("ERRORLOG parse + finish", f"{n_err:,} events", f"{mb / t_err:.1f} MB/s ({n_err / t_err:,.0f} ev/s)"),
-             ("ERRORLOG first pass (hash + scan)", f"{mb:.0f} MB", f"{mb / t_pre:.1f} MB/s"),
-             ("ERRORLOG first pass + parse + finish", f"{mb:.0f} MB", f"{mb / (t_pre + t_err):.1f} MB/s")]
-
-    mb = trace.stat().st_size / 2**20
     # Best of five each, alternating, over windows of about equal length
     # (best_pair); a first untimed pass pays the parser's set-up (row code).
-    t_walk, _, t_trc, n_trc, passes = best_pair(lambda: token_walk(trace), lambda: engine_pass(trace, "default_trace"))
-    results["trace_vs_token_walk"] = (mb / t_trc) / (mb / t_walk)
-    t_pre = best(lambda: first_pass(trace, "default_trace"), REPEAT)[0]
-    results["trace_with_first_pass_vs_token_walk"] = t_walk / (t_pre + t_trc)
-    rows += [("trace bare token walk", f"{mb:.0f} MB x {passes} passes", f"{mb / t_walk:.1f} MB/s"),
-             ("trace parse + finish", f"{n_trc:,} events", f"{mb / t_trc:.1f} MB/s ({n_trc / t_trc:,.0f} ev/s)"),
-             ("trace first pass (hash + scan)", f"{mb:.0f} MB", f"{mb / t_pre:.1f} MB/s"),
-             ("trace first pass + parse + finish", f"{mb:.0f} MB", f"{mb / (t_pre + t_trc):.1f} MB/s")]
+    rows += parse_figures("ERRORLOG", errorlog, "errorlog", lambda: decode_splitlines(errorlog),
+                          "bare decode + splitlines", results, "errorlog_vs_decode")
+    rows += parse_figures("trace", trace, "default_trace", lambda: token_walk(trace), "bare token walk",
+                          results, "trace_vs_token_walk")
 
     t_raw, n_raw, t_ev, n_rows, _passes = best_pair(lambda: raw_rust(evtx_file),
                                                     lambda: engine_pass(evtx_file, "evtx", {"evtx_engine": "rust"}))

@@ -867,13 +867,19 @@ def _base_sample() -> bytes:
 BASE = _base_sample()
 
 
+def _flipped(flips: list[tuple[int, int]]) -> bytearray:
+    """BASE with the given (byte, bit) pairs flipped."""
+    data = bytearray(BASE)
+    for at, bit in flips:
+        data[at] ^= 1 << bit
+    return data
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(BASE)), st.lists(st.tuples(st.integers(0, len(BASE) - 1), st.integers(0, 7)),
                                          max_size=8))
 def test_truncated_and_bit_flipped_sample_never_raises(cut, flips):
-    data = bytearray(BASE)
-    for at, bit in flips:
-        data[at] ^= 1 << bit
+    data = _flipped(flips)
     _check(bytes(data[:cut]))
     _check(bytes(data))
 
@@ -912,10 +918,7 @@ def test_prescan_fast_framing_gives_the_same_facts(name, monkeypatch):
 @given(st.integers(0, len(BASE)), st.lists(st.tuples(st.integers(0, len(BASE) - 1), st.integers(0, 7)),
                                          max_size=8))
 def test_prescan_fast_framing_same_facts_on_damage(cut, flips):
-    data = bytearray(BASE)
-    for at, bit in flips:
-        data[at] ^= 1 << bit
-    data = bytes(data[:cut])
+    data = bytes(_flipped(flips)[:cut])
     fast = _prescan(data)
     with pytest.MonkeyPatch.context() as mp:
         _prescan_general_path(mp)
