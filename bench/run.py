@@ -39,6 +39,10 @@ then measures, on the same machine and in one run:
                          and six archives, one after another in time); the
                          same on files that overlap in time entirely
                          (``parallel_speedup_2_overlapping``, no goal)
+``core_capacity_2_*``    no goal: what two busy CPUs give, in units of the
+                         fastest lone CPU (2.0 on even, unshared cores),
+                         measured before and after the ``--workers`` runs:
+                         the ceiling the speedup was measured under
 
 It prints a table, then one JSON object as its last line.
 """
@@ -296,6 +300,41 @@ def timeline_run(paths: list[Path], out: Path, workers: int, env: dict[str, str]
     return float(seconds), float(rss)
 
 
+# A fixed pure-Python loop, pinned to one CPU, timed inside the process.
+_SPIN = ("import os,sys,time\n"
+         "os.sched_setaffinity(0, {int(sys.argv[1])})\n"
+         "t = time.perf_counter(); s = 0\n"
+         "for i in range(6_000_000): s += i\n"
+         "print(time.perf_counter() - t)")
+
+
+def core_capacity() -> tuple[float, list[float], list[float]] | None:
+    """How many of the machine's fastest single core it gives with two busy.
+
+    The same loop on each of two CPUs alone, then on both at once (best of
+    two each); the capacity is the sum of each CPU's speed under load relative
+    to the fastest lone run: 2.0 on two even, unshared cores.  On a shared
+    virtual machine it drops when a neighbour takes one of them, and a
+    ``--workers 2`` speedup cannot be expected above it; the bench prints it
+    beside the speedup, so that a low speedup can be told from a slow core.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    if len(cpus) < 2:
+        return None
+
+    def spin(on: list[int]) -> list[float]:
+        procs = [subprocess.Popen([sys.executable, "-c", _SPIN, str(c)], stdout=subprocess.PIPE, text=True)
+                 for c in on]
+        return [float(p.communicate()[0]) for p in procs]
+
+    alone = [min(spin([c])[0] for _ in range(2)) for c in cpus]
+    fastest = min(alone)
+    together = min((spin(cpus) for _ in range(2)), key=lambda ts: -sum(fastest / t for t in ts))
+    return sum(fastest / t for t in together), alone, together
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, under 5 minutes on 2 cores")
@@ -369,6 +408,8 @@ def main() -> None:
                  ("timeline over a smaller set, peak RSS", f"{megabytes(smaller):.0f} MB",
                   f"{rss_small:.0f} MB ({wall_small:.1f} s)")]
         # Best of five each, alternating: one run swings by a second here.
+        # The cores' capacity before and after (core_capacity).
+        capacity_before = core_capacity()
         for key, label, folder in (("parallel_speedup_2", "rotation set", multi / "Log"),
                                    ("parallel_speedup_2_overlapping", "overlapping set", overlapping / "Log")):
             w1 = w2 = float("inf")
@@ -379,7 +420,15 @@ def main() -> None:
             files = sum(1 for f in folder.iterdir() if f.is_file())
             rows += [(f"{label}, --workers 1", f"{files} files, {megabytes([folder]):.0f} MB", f"{w1:.1f} s"),
                      (f"{label}, --workers 2", f"{files} files", f"{w2:.1f} s  ({w1 / w2:.2f}x)")]
+        capacity_after = core_capacity()
     results["peak_rss_mb_smaller_set"] = rss_small
+    for when, capacity in (("before", capacity_before), ("after", capacity_after)):
+        if capacity is not None:
+            total, alone, together = capacity
+            results[f"core_capacity_2_{when}"] = total
+            rows.append((f"two cores' capacity, {when} the --workers runs",
+                         "alone " + "/".join(f"{t:.2f}" for t in alone) + " s",
+                         "both busy " + "/".join(f"{t:.2f}" for t in together) + f" s  ({total:.2f} cores)"))
 
     width = max(len(r[0]) for r in rows)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
