@@ -40,9 +40,9 @@ then measures, on the same machine and in one run:
                          same on files that overlap in time entirely
                          (``parallel_speedup_2_overlapping``, no goal)
 ``core_capacity_2_*``    no goal: what two busy CPUs give, in units of the
-                         fastest lone CPU (2.0 on even, unshared cores),
-                         measured before and after the ``--workers`` runs:
-                         the ceiling the speedup was measured under
+                         faster of them (2.0 on even cores), measured before
+                         and after the ``--workers`` runs: the ceiling the
+                         speedup was measured under
 
 It prints a table, then one JSON object as its last line.
 """
@@ -308,15 +308,17 @@ _SPIN = ("import os,sys,time\n"
          "print(time.perf_counter() - t)")
 
 
-def core_capacity() -> tuple[float, list[float], list[float]] | None:
-    """How many of the machine's fastest single core it gives with two busy.
+def core_capacity() -> tuple[float, list[float]] | None:
+    """What two busy CPUs give, in units of the faster of them: 2.0 on two
+    even cores.
 
-    The same loop on each of two CPUs alone, then on both at once (best of
-    two each); the capacity is the sum of each CPU's speed under load relative
-    to the fastest lone run: 2.0 on two even, unshared cores.  On a shared
-    virtual machine it drops when a neighbour takes one of them, and a
-    ``--workers 2`` speedup cannot be expected above it; the bench prints it
-    beside the speedup, so that a low speedup can be told from a slow core.
+    The same loop pinned to each of two CPUs, both at once (the median of
+    three such runs).  Both loops run at the same moment, so a machine that
+    speeds up or slows down as a whole does not show; what shows is one CPU
+    slower than the other, as when a neighbour on a shared virtual machine
+    takes one of them.  A ``--workers 2`` speedup cannot be expected above
+    it; the bench prints it beside the speedup, so that a low speedup can be
+    told from a slow core.
     """
     if not hasattr(os, "sched_setaffinity"):
         return None
@@ -324,15 +326,14 @@ def core_capacity() -> tuple[float, list[float], list[float]] | None:
     if len(cpus) < 2:
         return None
 
-    def spin(on: list[int]) -> list[float]:
+    def spin() -> list[float]:
         procs = [subprocess.Popen([sys.executable, "-c", _SPIN, str(c)], stdout=subprocess.PIPE, text=True)
-                 for c in on]
+                 for c in cpus]
         return [float(p.communicate()[0]) for p in procs]
 
-    alone = [min(spin([c])[0] for _ in range(2)) for c in cpus]
-    fastest = min(alone)
-    together = min((spin(cpus) for _ in range(2)), key=lambda ts: -sum(fastest / t for t in ts))
-    return sum(fastest / t for t in together), alone, together
+    runs = sorted((spin() for _ in range(3)), key=lambda ts: min(ts) / max(ts))
+    times = runs[1]
+    return 1 + min(times) / max(times), times
 
 
 def main() -> None:
@@ -424,11 +425,10 @@ def main() -> None:
     results["peak_rss_mb_smaller_set"] = rss_small
     for when, capacity in (("before", capacity_before), ("after", capacity_after)):
         if capacity is not None:
-            total, alone, together = capacity
+            total, times = capacity
             results[f"core_capacity_2_{when}"] = total
             rows.append((f"two cores' capacity, {when} the --workers runs",
-                         "alone " + "/".join(f"{t:.2f}" for t in alone) + " s",
-                         "both busy " + "/".join(f"{t:.2f}" for t in together) + f" s  ({total:.2f} cores)"))
+                         "one loop each at once", "/".join(f"{t:.2f}" for t in times) + f" s  ({total:.2f} cores)"))
 
     width = max(len(r[0]) for r in rows)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
