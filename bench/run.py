@@ -50,6 +50,7 @@ It prints a table, then one JSON object as its last line.
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import platform
@@ -224,12 +225,20 @@ def parse_figures(label: str, path: Path, parser_name: str, baseline, baseline_l
 
 
 def decode_splitlines(path: Path) -> int:
+    """Lines of a UTF-16LE log (after its BOM), decoded in 4 MiB chunks; a
+    line cut by a chunk's end is carried into the next chunk (counted once)."""
+    decoder = codecs.getincrementaldecoder("utf-16-le")(errors="replace")
     n = 0
+    tail = ""
     with open(path, "rb") as fh:
         fh.read(2)
         while chunk := fh.read(1 << 22):
-            n += len(chunk.decode("utf-16-le", errors="replace").splitlines())
-    return n
+            lines = (tail + decoder.decode(chunk)).splitlines(keepends=True)
+            # A last line without "\n" may go on in the next chunk ("\r" too:
+            # its "\n" may be there).
+            tail = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+            n += len(lines)
+    return n + (1 if tail + decoder.decode(b"", final=True) else 0)
 
 
 def engine_pass(path: Path, parser_name: str, options: dict | None = None) -> int:
