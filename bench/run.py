@@ -331,12 +331,12 @@ def core_capacity(rounds: int = 5) -> tuple[float, list[float], list[float]] | N
     running both does not slow either.
 
     Each round times the same loop pinned to each of two CPUs alone, then on
-    both at once, back to back (a round takes about a second, so the
+    both at once, back to back (a round takes about two seconds, so the
     machine's drift over minutes does not enter); the capacity is the sum,
     over the two CPUs, of the faster CPU's median lone time over that CPU's
     median time with both busy.  On a shared virtual machine it falls when
-    the host gives two busy vCPUs less than two cores (seen here: 1.44, the
-    loop taking 0.6 s alone and 0.8-1.0 s with both busy), and a
+    the host gives two busy vCPUs less than two cores (seen here: 1.44, a
+    loop of 0.6 s alone taking 0.8-1.0 s with both busy), and a
     ``--workers 2`` speedup cannot be expected above it; the bench prints it
     beside the speedup, before and after the ``--workers`` runs.
     """
