@@ -8,6 +8,7 @@ bench, never from tests).
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_bench_errorlog_parses_and_timeline_run_reports(tmp_path):
     assert pq.read_metadata(out).num_rows == rows
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no CPU affinity here")
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
 def test_core_capacity_times_both_cpus():
     measured = bench.core_capacity(rounds=1)
     if measured is None:  # one CPU only
