@@ -2,16 +2,16 @@
 
     python bench/run.py [--quick] [--cache DIR]
 
-Every parse time is the best of five, baseline and ours run alternately (the
-machine may be shared; a pass swings up to 2x).  A baseline shorter than our
-pass (the bare decode, the token walk) is timed over as many passes back to
-back as take about as long as ours, and divided: a short pass's best of five
-is an outlier, not a speed.  The ``--workers`` figures are the median of five
-pairs' ratios (``--workers 1`` then ``--workers 2``, back to back): a lone
-process on a shared machine has spells of running a fifth faster that a
-two-process run does not share, so the best ``--workers 1`` time of five is
-one such spell when one falls in them, and the ratio of the two best times
-(also printed, ``*_best_of_5``) swings with it.
+Every figure with a goal but the memory one is the median of five pairs'
+ratios, the baseline and ours (or ``--workers 1`` and ``--workers 2``) run
+back to back in each pair: the machine may be shared, a pass swings up to
+2x, and its spells of running a fifth faster last seconds, so the two sides
+of one pair see the same machine while the best times of five may come from
+two different spells.  The ratio of the best times is printed too
+(``*_best_of_5``, no goal).  A baseline shorter than our pass (the bare
+decode, the token walk) is timed over as many passes back to back as take
+about as long as ours, and divided: a short pass's best of five is an
+outlier, not a speed.
 
 Generates (once, cached outside the repository, default
 ``/tmp/mssql-forensic-bench``) realistic large evidence:
@@ -71,6 +71,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -179,10 +180,30 @@ def best(fn, repeat: int = 2) -> tuple[float, object]:
 REPEAT = 5
 
 
-def best_pair(baseline, ours, repeat: int = REPEAT) -> tuple[float, object, float, object, int]:
-    """Best times of a baseline and of our code, run alternately: both see
-    the same moments of a shared machine, so their ratio does not depend on
-    which of them ran in a slow spell.
+class Pairs(NamedTuple):
+    """A baseline and our code timed in back-to-back pairs."""
+
+    t_base: float  # best time of one baseline pass
+    v_base: object
+    t_ours: float  # best time of our pass
+    v_ours: object
+    passes: int  # baseline passes per timing
+    ratios: list[float]  # per pair, sorted: baseline time per pass / our time (our relative throughput)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def of_bests(self) -> float:
+        return self.t_base / self.t_ours
+
+
+def best_pair(baseline, ours, repeat: int = REPEAT) -> Pairs:
+    """A baseline and our code timed in ``repeat`` pairs, one after the other
+    in each: the two sides of a pair see the same moments of a shared
+    machine, so the pair's ratio does not depend on which of them ran in a
+    slow spell (the module docstring).
 
     Both are timed over windows of about the same length: a baseline pass
     shorter than ours runs that many times back to back per timing, and its
@@ -199,14 +220,14 @@ def best_pair(baseline, ours, repeat: int = REPEAT) -> tuple[float, object, floa
             value = baseline()
         return value
 
-    t_base = t_ours = float("inf")
-    v_base = None
+    bases, ours_times, v_base = [], [], None
     for _ in range(repeat):
         t, v_base = best(base, 1)
-        t_base = min(t_base, t)
+        bases.append(t / passes)
         t, v_ours = best(ours, 1)
-        t_ours = min(t_ours, t)
-    return t_base / passes, v_base, t_ours, v_ours, passes
+        ours_times.append(t)
+    return Pairs(min(bases), v_base, min(ours_times), v_ours, passes,
+                 sorted(b / o for b, o in zip(bases, ours_times, strict=True)))
 
 
 def first_pass(path: Path, parser_name: str) -> None:
@@ -222,15 +243,22 @@ def parse_figures(label: str, path: Path, parser_name: str, baseline, baseline_l
     first pass on its own and with the parse (results[key with_first_pass]):
     the table's rows."""
     mb = path.stat().st_size / 2**20
-    t_base, _, t_ours, events, passes = best_pair(baseline, lambda: engine_pass(path, parser_name))
-    results[key] = t_base / t_ours
+    pairs = best_pair(baseline, lambda: engine_pass(path, parser_name))
+    t_base, t_ours, events = pairs.t_base, pairs.t_ours, pairs.v_ours
+    results[key] = pairs.median
+    results[f"{key}_best_of_{REPEAT}"] = pairs.of_bests
     t_pre = best(lambda: first_pass(path, parser_name), REPEAT)[0]
     results[key.replace("_vs_", "_with_first_pass_vs_")] = t_base / (t_pre + t_ours)
-    return [(f"{label} {baseline_label}", f"{mb:.0f} MB x {passes} passes", f"{mb / t_base:.1f} MB/s"),
+    return [(f"{label} {baseline_label}", f"{mb:.0f} MB x {pairs.passes} passes", f"{mb / t_base:.1f} MB/s best"),
             (f"{label} parse + finish", f"{events:,} events",
-             f"{mb / t_ours:.1f} MB/s ({events / t_ours:,.0f} ev/s)"),
+             f"{mb / t_ours:.1f} MB/s best ({events / t_ours:,.0f} ev/s)  {_pairs_text(pairs)}"),
             (f"{label} first pass (hash + scan)", f"{mb:.0f} MB", f"{mb / t_pre:.1f} MB/s"),
             (f"{label} first pass + parse + finish", f"{mb:.0f} MB", f"{mb / (t_pre + t_ours):.1f} MB/s")]
+
+
+def _pairs_text(pairs: Pairs) -> str:
+    return (f"(pairs {pairs.ratios[0]:.3f}-{pairs.ratios[-1]:.3f}x, median {pairs.median:.3f}x; "
+            f"bests {pairs.of_bests:.3f}x)")
 
 
 def decode_splitlines(path: Path) -> int:
@@ -402,20 +430,23 @@ def main() -> None:
     results: dict[str, float] = {}
     rows: list[tuple[str, str, str]] = []
 
-    # Best of five each, alternating, over windows of about equal length
-    # (best_pair); a first untimed pass pays the parser's set-up (row code).
+    # Five pairs each over windows of about equal length (best_pair); a first
+    # untimed pass pays the parser's set-up (row code).
     rows += parse_figures("ERRORLOG", errorlog, "errorlog", lambda: decode_splitlines(errorlog),
                           "bare decode + splitlines", results, "errorlog_vs_decode")
     rows += parse_figures("trace", trace, "default_trace", lambda: token_walk(trace), "bare token walk",
                           results, "trace_vs_token_walk")
 
-    t_raw, n_raw, t_ev, n_rows, _passes = best_pair(lambda: raw_rust(evtx_file),
-                                                    lambda: engine_pass(evtx_file, "evtx", {"evtx_engine": "rust"}))
-    results["evtx_vs_raw_rust"] = (n_raw / t_ev) / (n_raw / t_raw)
+    # Records per second on both sides of the same file: the ratio of times.
+    evtx_pairs = best_pair(lambda: raw_rust(evtx_file), lambda: engine_pass(evtx_file, "evtx", {"evtx_engine": "rust"}))
+    t_raw, n_raw, t_ev, n_rows = evtx_pairs.t_base, evtx_pairs.v_base, evtx_pairs.t_ours, evtx_pairs.v_ours
+    results["evtx_vs_raw_rust"] = evtx_pairs.median
+    results[f"evtx_vs_raw_rust_best_of_{REPEAT}"] = evtx_pairs.of_bests
     n_py, t_py = python_evtx_records(evtx_file, 3000 if args.quick else 10000)
     results["evtx_vs_python_evtx"] = (n_raw / t_ev) / (n_py / t_py)
-    rows += [("EVTX raw evtx records_json+json.loads", f"{n_raw:,} records", f"{n_raw / t_raw:,.0f} rec/s"),
-             ("EVTX our timeline (rust engine)", f"{n_rows:,} rows", f"{n_raw / t_ev:,.0f} rec/s"),
+    rows += [("EVTX raw evtx records_json+json.loads", f"{n_raw:,} records", f"{n_raw / t_raw:,.0f} rec/s best"),
+             ("EVTX our timeline (rust engine)", f"{n_rows:,} rows",
+              f"{n_raw / t_ev:,.0f} rec/s best  {_pairs_text(evtx_pairs)}"),
              ("EVTX python-evtx xml()", f"{n_py:,} records", f"{n_py / t_py:,.0f} rec/s")]
 
     def megabytes(paths: list[Path]) -> float:
