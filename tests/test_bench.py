@@ -90,3 +90,31 @@ def test_core_capacity_times_both_cpus():
     capacity, lone, busy = measured
     assert len(lone) == len(busy) == 2 and all(t > 0 for t in lone + busy)
     assert capacity == pytest.approx(min(lone) / busy[0] + min(lone) / busy[1])
+
+
+def test_best_pair_pairs_each_baseline_with_the_pass_after_it(monkeypatch):
+    # Scripted times (no clock): the warm-up pass and the baseline probe, then
+    # five pairs.  A baseline of 0.5 s per pass against our 2 s runs 4 passes
+    # per timing; a fast spell on the baseline's side of one pair (pair 3) and
+    # on ours in another (pair 5) move the bests, not the pairs' median.
+    times = iter([2.0, 0.5,  # warm-up: ours, one baseline pass -> 4 passes
+                  2.0, 2.0,  # pair 1: 0.5 s per pass against 2.0 s -> 0.25
+                  2.4, 2.0,  # pair 2: 0.6 / 2.0 -> 0.30
+                  1.2, 2.0,  # pair 3: 0.3 / 2.0 -> 0.15
+                  2.0, 2.5,  # pair 4: 0.5 / 2.5 -> 0.20
+                  2.2, 1.1])  # pair 5: 0.55 / 1.1 -> 0.50
+    def scripted(fn, repeat=2):
+        return next(times), fn()
+
+    monkeypatch.setattr(bench, "best", scripted)
+    baseline_passes = []
+    pairs = bench.best_pair(lambda: baseline_passes.append(1) or "base", lambda: "ours", repeat=5)
+    assert pairs.passes == 4
+    assert len(baseline_passes) == 1 + 5 * 4  # the probe, then four passes per timing
+    assert pairs.ratios == pytest.approx([0.15, 0.20, 0.25, 0.30, 0.50])
+    assert pairs.median == pytest.approx(0.25)
+    assert pairs.t_base == pytest.approx(0.3) and pairs.t_ours == pytest.approx(1.1)
+    assert pairs.of_bests == pytest.approx(0.3 / 1.1)
+    assert (pairs.v_base, pairs.v_ours) == ("base", "ours")
+    with pytest.raises(StopIteration):
+        next(times)  # every scripted time used: nothing timed twice or skipped
