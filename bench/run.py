@@ -190,6 +190,13 @@ class Pairs(NamedTuple):
     passes: int  # baseline passes per timing
     ratios: list[float]  # per pair, sorted: baseline time per pass / our time (our relative throughput)
 
+    @classmethod
+    def of(cls, base_times: list[float], our_times: list[float], v_base: object = None, v_ours: object = None,
+           passes: int = 1) -> Pairs:
+        """From the two sides' times, pair by pair (a baseline time is per pass)."""
+        return cls(min(base_times), v_base, min(our_times), v_ours, passes,
+                   sorted(b / o for b, o in zip(base_times, our_times, strict=True)))
+
     @property
     def median(self) -> float:
         return statistics.median(self.ratios)
@@ -226,8 +233,7 @@ def best_pair(baseline, ours, repeat: int = REPEAT) -> Pairs:
         bases.append(t / passes)
         t, v_ours = best(ours, 1)
         ours_times.append(t)
-    return Pairs(min(bases), v_base, min(ours_times), v_ours, passes,
-                 sorted(b / o for b, o in zip(bases, ours_times, strict=True)))
+    return Pairs.of(bases, ours_times, v_base, v_ours, passes)
 
 
 def first_pass(path: Path, parser_name: str) -> None:
@@ -472,19 +478,19 @@ def main() -> None:
         capacity_before = core_capacity()
         for key, label, folder in (("parallel_speedup_2", "rotation set", multi / "Log"),
                                    ("parallel_speedup_2_overlapping", "overlapping set", overlapping / "Log")):
-            pairs = [(timeline_run([folder], Path(tmp) / "w1.parquet", 1, env)[0],
-                      timeline_run([folder], Path(tmp) / "w2.parquet", 2, env)[0]) for _ in range(REPEAT)]
-            w1s, w2s = zip(*pairs, strict=True)
-            ratios = sorted(w1 / w2 for w1, w2 in pairs)
-            results[key] = statistics.median(ratios)
-            results[f"{key}_best_of_{REPEAT}"] = min(w1s) / min(w2s)
+            w1s, w2s = zip(*[(timeline_run([folder], Path(tmp) / "w1.parquet", 1, env)[0],
+                              timeline_run([folder], Path(tmp) / "w2.parquet", 2, env)[0]) for _ in range(REPEAT)],
+                           strict=True)
+            pairs = Pairs.of(list(w1s), list(w2s))
+            results[key] = pairs.median
+            results[f"{key}_best_of_{REPEAT}"] = pairs.of_bests
             files = sum(1 for f in folder.iterdir() if f.is_file())
             rows += [(f"{label}, --workers 1", f"{files} files, {megabytes([folder]):.0f} MB",
-                      f"{statistics.median(w1s):.1f} s median, {min(w1s):.1f} s best"),
+                      f"{statistics.median(w1s):.1f} s median, {pairs.t_base:.1f} s best"),
                      (f"{label}, --workers 2", f"{files} files",
-                      f"{statistics.median(w2s):.1f} s median, {min(w2s):.1f} s best  (pairs "
-                      f"{ratios[0]:.2f}-{ratios[-1]:.2f}x, median {results[key]:.2f}x; "
-                      f"bests {results[f'{key}_best_of_{REPEAT}']:.2f}x)")]
+                      f"{statistics.median(w2s):.1f} s median, {pairs.t_ours:.1f} s best  (pairs "
+                      f"{pairs.ratios[0]:.2f}-{pairs.ratios[-1]:.2f}x, median {pairs.median:.2f}x; "
+                      f"bests {pairs.of_bests:.2f}x)")]
         capacity_after = core_capacity()
     results["peak_rss_mb_smaller_set"] = rss_small
     for when, capacity in (("before", capacity_before), ("after", capacity_after)):

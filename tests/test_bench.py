@@ -103,6 +103,7 @@ def test_best_pair_pairs_each_baseline_with_the_pass_after_it(monkeypatch):
                   1.2, 2.0,  # pair 3: 0.3 / 2.0 -> 0.15
                   2.0, 2.5,  # pair 4: 0.5 / 2.5 -> 0.20
                   2.2, 1.1])  # pair 5: 0.55 / 1.1 -> 0.50
+
     def scripted(fn, repeat=2):
         return next(times), fn()
 
